@@ -1,0 +1,230 @@
+"""Ingest: validate, deduplicate, stitch identities, append to the log, update profiles.
+
+All of it atomically.
+
+One write transaction per batch does all of it, so an acknowledged event is in the log exactly
+once and already counted in its person's profile; a failed batch leaves nothing behind. Writers are
+serialised (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), which is what makes the
+duplicate check and the identity graph race-free; throughput comes from batching, not from
+concurrent writers (see :mod:`concierge.ingest.batcher` for group commit of single events).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, delete, select
+
+from concierge.catalog import service as catalog
+from concierge.clock import to_us
+from concierge.errors import FieldError, InputError
+from concierge.ingest import frames, identity
+from concierge.profiles import doc as pdoc
+from concierge.schema.events import ANON_PREFIX, Event
+from concierge.store import tables as t
+from concierge.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+CHUNK = 500
+PRICED = ("purchase", "return", "cancellation", "list_item", "sale")
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: list[str] = field(default_factory=list)
+    people: int = 0  # profiles touched
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "people": self.people}
+
+
+def event_frames(events: Sequence[Event]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Turn validated events into the EVENTS and ITEMS frames."""
+    ev_rows: list[tuple[Any, ...]] = []
+    it_rows: list[tuple[Any, ...]] = []
+    for e in events:
+        ts = to_us(e.timestamp)
+        ev_rows.append((e.event_id, e.type, e.customer_id, e.anonymous_id, ts, e.model_dump_json()))
+        typ = e.type
+        if typ == "view":
+            it_rows.append((e.event_id, 0, e.product_id, e.variant_id, 1, None))  # type: ignore[union-attr]
+        elif typ in ("add_to_cart", "remove_from_cart"):
+            it_rows.append(
+                (e.event_id, 0, e.product_id, e.variant_id, e.quantity, e.unit_price)  # type: ignore[union-attr]
+            )
+        elif typ in ("purchase", "return", "cancellation"):
+            for i, line in enumerate(e.lines):  # type: ignore[union-attr]
+                it_rows.append(
+                    (
+                        e.event_id,
+                        i,
+                        line.product_id,
+                        line.variant_id,
+                        line.quantity,
+                        line.unit_price,
+                    )
+                )
+        elif typ in ("list_item", "sale") and e.product_id is not None:  # type: ignore[union-attr]
+            it_rows.append((e.event_id, 0, e.product_id, None, 1, e.price))  # type: ignore[union-attr]
+    ev = pl.DataFrame(ev_rows, schema=frames.EVENTS_SCHEMA, orient="row")
+    it = pl.DataFrame(it_rows, schema=frames.ITEMS_SCHEMA, orient="row")
+    return ev, it
+
+
+class Ingestor:
+    """Appends events to the log and keeps profiles and identities in step."""
+
+    def __init__(self, store: Store, *, half_life_days: float) -> None:
+        self.store = store
+        self.half_life_days = half_life_days
+
+    def ingest(self, events: Sequence[Event], *, now_us: int) -> IngestResult:
+        ev, items = event_frames(events)
+        return self.ingest_frames(ev, items, now_us=now_us)
+
+    def ingest_frames(
+        self, events: pl.DataFrame, items: pl.DataFrame, *, now_us: int
+    ) -> IngestResult:
+        """Append a batch given as frames (see :mod:`concierge.ingest.frames`)."""
+        events = frames.conform(events, frames.EVENTS_SCHEMA)
+        items = frames.conform(items, frames.ITEMS_SCHEMA)
+        with self.store.write() as conn:
+            return self._write(conn, events, items, now_us=now_us)
+
+    # -- the transaction -------------------------------------------------------------------
+
+    def _write(
+        self, conn: Connection, ev: pl.DataFrame, items: pl.DataFrame, *, now_us: int
+    ) -> IngestResult:
+        self.store.lock_writers(conn)
+        result = IngestResult()
+        indexed = ev.with_row_index()
+        unique = indexed.unique("event_id", keep="first", maintain_order=True)
+        if unique.height < ev.height:
+            repeats = indexed.join(unique.select("index"), on="index", how="anti")
+            result.duplicates += repeats.get_column("event_id").to_list()
+        unique = unique.drop("index")
+        ids = unique.get_column("event_id").to_list()
+        existing: set[str] = set()
+        for i in range(0, len(ids), CHUNK):
+            existing.update(
+                conn.execute(
+                    select(t.events.c.event_id).where(t.events.c.event_id.in_(ids[i : i + CHUNK]))
+                ).scalars()
+            )
+        if existing:
+            result.duplicates += [i for i in ids if i in existing]
+            unique = unique.filter(~pl.col("event_id").is_in(list(existing)))
+        if unique.height == 0:
+            return result
+        # an item may only belong to an event stored now (the first copy of a repeated id)
+        items = items.join(unique.select("event_id"), on="event_id", how="semi").unique(
+            ["event_id", "line"], keep="first", maintain_order=True
+        )
+        self._check_currency(conn, unique)
+
+        graph = identity.load(conn, identity.aliases_of(unique))
+        people = identity.apply(graph, unique)
+        items = catalog.item_facets(conn, items)
+
+        self.store.bulk_insert(
+            conn, t.events, unique.with_columns(pl.lit(now_us).alias("received_us"))
+        )
+        self.store.bulk_insert(conn, t.event_items, items)
+        deltas = pdoc.aggregate(people, items, half_life_days=self.half_life_days)
+        self._merge_profiles(conn, graph, deltas, now_us=now_us)
+        identity.save(conn, graph, self.store.insert(t.identities), now_us)
+        result.accepted = unique.height
+        result.people = len(deltas)
+        return result
+
+    def _check_currency(self, conn: Connection, ev: pl.DataFrame) -> None:
+        priced = ev.filter(pl.col("type").is_in(PRICED))
+        if priced.height == 0:
+            return
+        cur = priced.with_row_index().with_columns(
+            pl.col("payload").str.json_path_match("$.currency").alias("currency")
+        )
+        store_cur = self.store.get_meta(conn, "currency")
+        if store_cur is None:
+            store_cur = cur.get_column("currency").mode().sort()[0]
+            self.store.set_meta(conn, "currency", store_cur)
+        bad = cur.filter(pl.col("currency") != store_cur)
+        if bad.height:
+            raise InputError(
+                [
+                    FieldError("currency", f"this store sells in {store_cur}, not {c}", None)
+                    for c in bad.get_column("currency").unique().sort().to_list()[:5]
+                ]
+            )
+
+    def _merge_profiles(
+        self,
+        conn: Connection,
+        graph: identity.IdentityGraph,
+        deltas: dict[str, pdoc.Doc],
+        *,
+        now_us: int,
+    ) -> None:
+        losers = {loser for loser, _ in graph.merges}
+        targets = {graph.resolve(loser) for loser in losers}
+        wanted = sorted(set(deltas) | losers | targets)
+        stored: dict[str, pdoc.Doc] = {}
+        for i in range(0, len(wanted), CHUNK):
+            for pid, text in conn.execute(
+                select(t.profiles.c.person_id, t.profiles.c.doc).where(
+                    t.profiles.c.person_id.in_(wanted[i : i + CHUNK])
+                )
+            ):
+                stored[pid] = pdoc.loads(text)
+        out: dict[str, pdoc.Doc] = {}
+        for pid in set(deltas) | targets:
+            if pid in losers:
+                continue
+            base = stored.get(pid)
+            delta = deltas.get(pid)
+            if base is not None and delta is not None:
+                out[pid] = pdoc.merge(base, delta)
+            elif base is not None or delta is not None:
+                out[pid] = base if base is not None else delta  # type: ignore[assignment]
+        gone = [loser for loser in losers if loser in stored]
+        for loser in sorted(losers):
+            doc = stored.get(loser)
+            if doc is None:
+                continue
+            target = graph.resolve(loser)
+            out[target] = pdoc.merge(out[target], doc) if target in out else doc
+        if gone:
+            conn.execute(delete(t.profiles).where(t.profiles.c.person_id.in_(gone)))
+        write_profiles(conn, self.store, out, now_us=now_us)
+
+
+def write_profiles(
+    conn: Connection, store: Store, docs: dict[str, pdoc.Doc], *, now_us: int
+) -> None:
+    if not docs:
+        return
+    rows = [
+        {
+            "person_id": pid,
+            "known": not pid.startswith(ANON_PREFIX),
+            "doc": pdoc.dumps(d),
+            **pdoc.typed_columns(d),
+            "updated_us": now_us,
+        }
+        for pid, d in docs.items()
+    ]
+    ins = store.insert(t.profiles)
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["person_id"],
+            set_={c: getattr(ins.excluded, c) for c in rows[0] if c != "person_id"},
+        ),
+        rows,
+    )

@@ -1,0 +1,1 @@
+"""The typed shapes, imported everywhere."""

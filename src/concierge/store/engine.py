@@ -1,0 +1,138 @@
+"""Connections to the store: SQLite (WAL, embedded default) or PostgreSQL (production).
+
+Writes go through :meth:`Store.write`, one transaction each. On SQLite a write transaction starts
+with ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing half-way when a
+read lock would have to be upgraded; reads start a plain deferred transaction and never block
+writers (WAL). ``synchronous=FULL`` makes every committed transaction survive a crash of the
+process and of the machine: an acknowledged event is on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool, QueuePool
+
+from concierge.store import tables as t
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain ``postgresql://`` and file paths; pick the drivers we ship."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if "://" not in url:  # a bare path to a SQLite file
+        return f"sqlite:///{url}"
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            poolclass=QueuePool,
+            pool_size=8,
+            max_overflow=8,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA cache_size=-65536")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_engine(url, poolclass=NullPool)
+
+
+class Store:
+    """The database behind one Concierge: an engine plus the dialect-specific bits."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url)
+        self.backend = self.engine.dialect.name  # "sqlite" | "postgresql"
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        with self.engine.connect() as conn:
+            conn.info["write"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop("write", None)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def insert(self, table: Table) -> Any:
+        """A dialect insert that supports ``on_conflict_do_nothing/update``."""
+        return (postgresql.insert if self.backend == "postgresql" else sqlite.insert)(table)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        from concierge.store.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def bulk_insert(self, conn: Connection, table: Table, df: pl.DataFrame) -> None:
+        """Append a frame to a table as fast as the backend allows (COPY on PostgreSQL)."""
+        if df.height == 0:
+            return
+        cols = df.columns
+        if self.backend == "postgresql":
+            raw: Any = conn.connection.dbapi_connection  # a psycopg connection
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as copy,
+            ):
+                for row in df.iter_rows():
+                    copy.write_row(row)
+            return
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        conn.exec_driver_sql(sql, df.rows())
+
+    def lock_writers(self, conn: Connection) -> None:
+        """Serialise writers of the log (SQLite does it with BEGIN IMMEDIATE already)."""
+        if self.backend == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7731001)")
+
+    def get_meta(self, conn: Connection, key: str) -> str | None:
+        return conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar()
+
+    def set_meta(self, conn: Connection, key: str, value: str) -> None:
+        stmt = self.insert(t.meta).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
