@@ -6,16 +6,29 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from concierge.clock import to_us
+from concierge.profiles.doc import ANCHOR_US, DAY_US
+
 BASE = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+# the anchored weight of an interaction at the end of 2026 (90-day half-life)
+AFFINITY_SCALE = 2.0 ** ((to_us(datetime(2027, 1, 1, tzinfo=UTC)) - ANCHOR_US) / (90 * DAY_US))
 
 
 def at(days: float = 0.0, minutes: float = 0.0) -> str:
     return (BASE + timedelta(days=days, minutes=minutes)).isoformat()
 
 
-def shoe(pid: str, *, brand: str = "Asics", price: float = 120.0, colour: str = "blue",
-         department: str = "men", sizes: tuple[str, ...] = ("42", "43"), stock: int = 5,
-         **extra: Any) -> dict[str, Any]:
+def shoe(
+    pid: str,
+    *,
+    brand: str = "Asics",
+    price: float = 120.0,
+    colour: str = "blue",
+    department: str = "men",
+    sizes: tuple[str, ...] = ("42", "43"),
+    stock: int = 5,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "product_id": pid,
         "title": f"{brand} runner {pid}",
@@ -31,8 +44,15 @@ def shoe(pid: str, *, brand: str = "Asics", price: float = 120.0, colour: str = 
     }
 
 
-def purchase(eid: str, cid: str | None, days: float, lines: list[tuple[str, int, float]],
-             *, anon: str | None = None, order: str | None = None) -> dict[str, Any]:
+def purchase(
+    eid: str,
+    cid: str | None,
+    days: float,
+    lines: list[tuple[str, int, float]],
+    *,
+    anon: str | None = None,
+    order: str | None = None,
+) -> dict[str, Any]:
     return {
         "type": "purchase",
         "event_id": eid,
@@ -53,6 +73,15 @@ def close(a: Any, b: Any, path: str = "") -> list[str]:
         return [f"{path}: {a!r} != {b!r}"]
     if isinstance(a, dict) and isinstance(b, dict):
         out = [f"{path}.{k}: missing on one side" for k in sorted(set(a) ^ set(b))]
+        if path.endswith(".affinity"):
+            # anchored sums of terms that cancel (a purchase and its return) keep rounding
+            # noise of ~1e-16 of a term; compare in decayed units, where a term is <= 5
+            tol = 1e-9 * AFFINITY_SCALE
+            return out + [
+                f"{path}.{k}: {a[k]} != {b[k]}"
+                for k in sorted(set(a) & set(b))
+                if not math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=tol)
+            ]
         for k in sorted(set(a) & set(b)):
             out += close(a[k], b[k], f"{path}.{k}")
         return out

@@ -5,15 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import at, close, purchase, shoe
 
 from concierge import Concierge
 from concierge.errors import InputError, NotFoundError
+from helpers import at, close, purchase, shoe
 
 
 def test_same_event_id_is_stored_once_and_reported(cg: Concierge) -> None:
-    ev = {"type": "view", "event_id": "e1", "customer_id": "ann", "product_id": "p1",
-          "timestamp": at(0)}
+    ev = {
+        "type": "view",
+        "event_id": "e1",
+        "customer_id": "ann",
+        "product_id": "p1",
+        "timestamp": at(0),
+    }
     first = cg.ingest([ev])
     assert (first.accepted, first.duplicates) == (1, [])
     again = cg.ingest([ev, {**ev, "event_id": "e2"}, ev])
@@ -24,8 +29,9 @@ def test_same_event_id_is_stored_once_and_reported(cg: Concierge) -> None:
 
 
 def test_generated_event_ids_and_received_at(cg: Concierge, clock: Any) -> None:
-    res = cg.ingest([{"type": "view", "customer_id": "ann", "product_id": "p1",
-                      "timestamp": at(0)}])
+    res = cg.ingest(
+        [{"type": "view", "customer_id": "ann", "product_id": "p1", "timestamp": at(0)}]
+    )
     assert res.accepted == 1
     hist = cg.customer("ann")["history"]
     assert len(hist[0]["event_id"]) == 32
@@ -36,8 +42,13 @@ def test_out_of_order_events_are_placed_by_timestamp(cg: Concierge, tmp_path: An
     cg.upsert_products([shoe("p1"), shoe("p2", brand="Nike", price=90.0)])
     events = [
         purchase("o1", "ann", 1, [("p1", 1, 120.0)]),
-        {"type": "view", "event_id": "v1", "customer_id": "ann", "product_id": "p2",
-         "timestamp": at(5)},
+        {
+            "type": "view",
+            "event_id": "v1",
+            "customer_id": "ann",
+            "product_id": "p2",
+            "timestamp": at(5),
+        },
         purchase("o2", "ann", 31, [("p2", 2, 90.0)]),
         purchase("o3", "ann", 91, [("p1", 1, 110.0)]),
     ]
@@ -60,38 +71,112 @@ def test_out_of_order_events_are_placed_by_timestamp(cg: Concierge, tmp_path: An
 
 
 def test_customer_360_figures(cg: Concierge, clock: Any) -> None:
-    cg.upsert_products([
-        shoe("p1", brand="Asics", price=120.0, colour="blue"),
-        shoe("p2", brand="Nike", price=60.0, colour="red", sizes=("41",)),
-    ])
-    cg.ingest([
-        {"type": "identify", "event_id": "i1", "customer_id": "ann", "timestamp": at(0),
-         "traits": {"email": "ann@example.com", "first_name": "Ann",
-                    "timezone": "Europe/Paris", "locale": "fr-FR",
-                    "location": {"country": "FR", "city": "Lyon"}}},
-        {"type": "consent", "event_id": "k1", "customer_id": "ann", "timestamp": at(0),
-         "channel": "email", "granted": True, "source": "signup"},
-        {"type": "consent", "event_id": "k2", "customer_id": "ann", "timestamp": at(3),
-         "channel": "sms", "granted": True},
-        {"type": "consent", "event_id": "k3", "customer_id": "ann", "timestamp": at(10),
-         "channel": "sms", "granted": False, "source": "reply STOP"},
-        {"type": "answer", "event_id": "q1", "customer_id": "ann", "timestamp": at(11),
-         "question_id": "running_surface", "answer": "trail"},
-        purchase("o1", "ann", 20, [("p1", 1, 120.0), ("p2", 1, 60.0)]),
-        {"type": "return", "event_id": "r1", "customer_id": "ann", "timestamp": at(25),
-         "order_id": "o-o1", "currency": "EUR",
-         "lines": [{"product_id": "p2", "quantity": 1, "unit_price": 60.0}]},
-        {"type": "list_item", "event_id": "l1", "customer_id": "ann", "timestamp": at(40),
-         "listing_id": "L1", "product_id": "p1", "price": 70.0, "currency": "EUR",
-         "condition": "good", "bought_order_id": "o-o1"},
-        {"type": "sale", "event_id": "s1", "customer_id": "ann", "timestamp": at(45),
-         "listing_id": "L1", "product_id": "p1", "price": 65.0, "currency": "EUR",
-         "buyer_id": "bob"},
-        {"type": "view", "event_id": "v1", "customer_id": "ann", "timestamp": at(19),
-         "product_id": "p1", "variant_id": "p1-42"},
-        {"type": "open", "event_id": "m1", "customer_id": "ann", "timestamp": at(46),
-         "channel": "email", "message_id": "msg1"},
-    ])
+    cg.upsert_products(
+        [
+            shoe("p1", brand="Asics", price=120.0, colour="blue"),
+            shoe("p2", brand="Nike", price=60.0, colour="red", sizes=("41",)),
+        ]
+    )
+    cg.ingest(
+        [
+            {
+                "type": "identify",
+                "event_id": "i1",
+                "customer_id": "ann",
+                "timestamp": at(0),
+                "traits": {
+                    "email": "ann@example.com",
+                    "first_name": "Ann",
+                    "timezone": "Europe/Paris",
+                    "locale": "fr-FR",
+                    "location": {"country": "FR", "city": "Lyon"},
+                },
+            },
+            {
+                "type": "consent",
+                "event_id": "k1",
+                "customer_id": "ann",
+                "timestamp": at(0),
+                "channel": "email",
+                "granted": True,
+                "source": "signup",
+            },
+            {
+                "type": "consent",
+                "event_id": "k2",
+                "customer_id": "ann",
+                "timestamp": at(3),
+                "channel": "sms",
+                "granted": True,
+            },
+            {
+                "type": "consent",
+                "event_id": "k3",
+                "customer_id": "ann",
+                "timestamp": at(10),
+                "channel": "sms",
+                "granted": False,
+                "source": "reply STOP",
+            },
+            {
+                "type": "answer",
+                "event_id": "q1",
+                "customer_id": "ann",
+                "timestamp": at(11),
+                "question_id": "running_surface",
+                "answer": "trail",
+            },
+            purchase("o1", "ann", 20, [("p1", 1, 120.0), ("p2", 1, 60.0)]),
+            {
+                "type": "return",
+                "event_id": "r1",
+                "customer_id": "ann",
+                "timestamp": at(25),
+                "order_id": "o-o1",
+                "currency": "EUR",
+                "lines": [{"product_id": "p2", "quantity": 1, "unit_price": 60.0}],
+            },
+            {
+                "type": "list_item",
+                "event_id": "l1",
+                "customer_id": "ann",
+                "timestamp": at(40),
+                "listing_id": "L1",
+                "product_id": "p1",
+                "price": 70.0,
+                "currency": "EUR",
+                "condition": "good",
+                "bought_order_id": "o-o1",
+            },
+            {
+                "type": "sale",
+                "event_id": "s1",
+                "customer_id": "ann",
+                "timestamp": at(45),
+                "listing_id": "L1",
+                "product_id": "p1",
+                "price": 65.0,
+                "currency": "EUR",
+                "buyer_id": "bob",
+            },
+            {
+                "type": "view",
+                "event_id": "v1",
+                "customer_id": "ann",
+                "timestamp": at(19),
+                "product_id": "p1",
+                "variant_id": "p1-42",
+            },
+            {
+                "type": "open",
+                "event_id": "m1",
+                "customer_id": "ann",
+                "timestamp": at(46),
+                "channel": "email",
+                "message_id": "msg1",
+            },
+        ]
+    )
     c = cg.customer("ann")
     assert c["known"] and c["customer_ids"] == ["ann"]
     assert c["traits"]["email"] == "ann@example.com"
@@ -101,7 +186,10 @@ def test_customer_360_figures(cg: Concierge, clock: Any) -> None:
     assert c["consent"]["sms"] == {"granted": False, "at": at(10), "source": "reply STOP"}
     assert c["consent"]["push"]["granted"] is False
     assert [(h["channel"], h["granted"]) for h in c["consent_history"]] == [
-        ("email", True), ("sms", True), ("sms", False)]
+        ("email", True),
+        ("sms", True),
+        ("sms", False),
+    ]
     assert c["preferred_channel"] == "email"
     assert c["answers"][0]["question_id"] == "running_surface"
     assert c["answers"][0]["answer"] == "trail"
@@ -110,8 +198,7 @@ def test_customer_360_figures(cg: Concierge, clock: Any) -> None:
     assert f["revenue"] == pytest.approx(180.0)
     assert f["returned_value"] == pytest.approx(60.0)
     assert f["net_revenue"] == pytest.approx(120.0)
-    assert f["seller"] == {"listings": 1, "listing_value": 70.0, "sales": 1,
-                           "sales_revenue": 65.0}
+    assert f["seller"] == {"listings": 1, "listing_value": 70.0, "sales": 1, "sales_revenue": 65.0}
     aff = f["affinities"]
     assert aff["brand"][0]["value"] == "Asics"  # the returned Nike counts against Nike
     assert {a["value"] for a in aff["colour"]} >= {"blue"}
@@ -129,17 +216,42 @@ def test_cart_and_session_update_on_ingest(cg: Concierge, clock: Any) -> None:
     now = clock.now()
     t0 = now.isoformat()
     cg.upsert_products([shoe("p1"), shoe("p2")])
-    cg.ingest([
-        {"type": "search", "customer_id": "ann", "timestamp": t0, "query": "trail shoes",
-         "result_count": 12},
-        {"type": "view", "customer_id": "ann", "timestamp": t0, "product_id": "p1"},
-        {"type": "add_to_cart", "customer_id": "ann", "timestamp": t0, "product_id": "p1",
-         "variant_id": "p1-42", "quantity": 2, "unit_price": 120.0},
-        {"type": "add_to_cart", "customer_id": "ann", "timestamp": t0, "product_id": "p2",
-         "variant_id": "p2-43"},
-        {"type": "remove_from_cart", "customer_id": "ann", "timestamp": t0,
-         "product_id": "p1", "variant_id": "p1-42", "quantity": 1},
-    ])
+    cg.ingest(
+        [
+            {
+                "type": "search",
+                "customer_id": "ann",
+                "timestamp": t0,
+                "query": "trail shoes",
+                "result_count": 12,
+            },
+            {"type": "view", "customer_id": "ann", "timestamp": t0, "product_id": "p1"},
+            {
+                "type": "add_to_cart",
+                "customer_id": "ann",
+                "timestamp": t0,
+                "product_id": "p1",
+                "variant_id": "p1-42",
+                "quantity": 2,
+                "unit_price": 120.0,
+            },
+            {
+                "type": "add_to_cart",
+                "customer_id": "ann",
+                "timestamp": t0,
+                "product_id": "p2",
+                "variant_id": "p2-43",
+            },
+            {
+                "type": "remove_from_cart",
+                "customer_id": "ann",
+                "timestamp": t0,
+                "product_id": "p1",
+                "variant_id": "p1-42",
+                "quantity": 1,
+            },
+        ]
+    )
     f = cg.customer("ann")["features"]
     assert f["cart"] == [
         {"product_id": "p1", "variant_id": "p1-42", "quantity": 1},
@@ -156,19 +268,49 @@ def test_cart_and_session_update_on_ingest(cg: Concierge, clock: Any) -> None:
 
 def test_anonymous_visitor_who_identifies_keeps_the_history(cg: Concierge) -> None:
     cg.upsert_products([shoe("p1"), shoe("p2")])
-    cg.ingest([
-        {"type": "view", "event_id": "a1", "anonymous_id": "dev-9", "product_id": "p1",
-         "timestamp": at(0)},
-        {"type": "add_to_cart", "event_id": "a2", "anonymous_id": "dev-9", "product_id": "p2",
-         "timestamp": at(0, 5)},
-    ])
+    cg.ingest(
+        [
+            {
+                "type": "view",
+                "event_id": "a1",
+                "anonymous_id": "dev-9",
+                "product_id": "p1",
+                "timestamp": at(0),
+            },
+            {
+                "type": "add_to_cart",
+                "event_id": "a2",
+                "anonymous_id": "dev-9",
+                "product_id": "p2",
+                "timestamp": at(0, 5),
+            },
+        ]
+    )
     anon = cg.customer(anonymous_id="dev-9")
     assert anon["known"] is False and anon["features"]["activity"]["view"] == 1
-    cg.ingest([{"type": "identify", "event_id": "i1", "customer_id": "ann",
-                "anonymous_id": "dev-9", "timestamp": at(0, 10),
-                "traits": {"email": "ann@example.com"}}])
-    cg.ingest([{"type": "view", "event_id": "a3", "anonymous_id": "dev-9", "product_id": "p2",
-                "timestamp": at(1)}])  # still the same device, later
+    cg.ingest(
+        [
+            {
+                "type": "identify",
+                "event_id": "i1",
+                "customer_id": "ann",
+                "anonymous_id": "dev-9",
+                "timestamp": at(0, 10),
+                "traits": {"email": "ann@example.com"},
+            }
+        ]
+    )
+    cg.ingest(
+        [
+            {
+                "type": "view",
+                "event_id": "a3",
+                "anonymous_id": "dev-9",
+                "product_id": "p2",
+                "timestamp": at(1),
+            }
+        ]
+    )  # still the same device, later
     c = cg.customer("ann")
     assert c["anonymous_ids"] == ["dev-9"]
     assert {h["event_id"] for h in c["history"]} == {"a1", "a2", "i1", "a3"}
@@ -180,14 +322,30 @@ def test_anonymous_visitor_who_identifies_keeps_the_history(cg: Concierge) -> No
 
 def test_merge_two_known_ids_combines_every_figure(cg: Concierge) -> None:
     cg.upsert_products([shoe("p1"), shoe("p2", brand="Nike")])
-    cg.ingest([
-        purchase("o1", "ann", 1, [("p1", 1, 100.0)]),
-        purchase("o2", "ann-work", 11, [("p2", 1, 50.0)]),
-        {"type": "identify", "event_id": "i2", "customer_id": "ann-work", "timestamp": at(12),
-         "traits": {"first_name": "Annie"}},
-    ])
-    cg.ingest([{"type": "merge", "event_id": "m", "customer_id": "ann",
-                "merged_customer_id": "ann-work", "timestamp": at(20)}])
+    cg.ingest(
+        [
+            purchase("o1", "ann", 1, [("p1", 1, 100.0)]),
+            purchase("o2", "ann-work", 11, [("p2", 1, 50.0)]),
+            {
+                "type": "identify",
+                "event_id": "i2",
+                "customer_id": "ann-work",
+                "timestamp": at(12),
+                "traits": {"first_name": "Annie"},
+            },
+        ]
+    )
+    cg.ingest(
+        [
+            {
+                "type": "merge",
+                "event_id": "m",
+                "customer_id": "ann",
+                "merged_customer_id": "ann-work",
+                "timestamp": at(20),
+            }
+        ]
+    )
     c = cg.customer("ann")
     assert c["customer_ids"] == ["ann", "ann-work"]
     assert c["features"]["orders"] == 2
@@ -206,11 +364,21 @@ def test_merge_two_known_ids_combines_every_figure(cg: Concierge) -> None:
 
 
 def test_catalog_products_stock_price_and_catalog_events(cg: Concierge) -> None:
-    res = cg.upsert_products([
-        shoe("p1", price=120.0, stock=0, sizes=("42", "43")),
-        shoe("L9", price=45.0, seller_id="bob", condition="good", one_of_a_kind=True,
-             sizes=("44",), stock=1, images=["https://img.example/L9.jpg"]),
-    ])
+    res = cg.upsert_products(
+        [
+            shoe("p1", price=120.0, stock=0, sizes=("42", "43")),
+            shoe(
+                "L9",
+                price=45.0,
+                seller_id="bob",
+                condition="good",
+                one_of_a_kind=True,
+                sizes=("44",),
+                stock=1,
+                images=["https://img.example/L9.jpg"],
+            ),
+        ]
+    )
     assert res["created"] == 2
     p = cg.product("L9")
     assert p.seller_id == "bob" and p.one_of_a_kind and p.condition == "good"
@@ -249,27 +417,71 @@ def test_store_currency_is_fixed_by_first_priced_data(cg: Concierge) -> None:
 
 BAD_EVENTS: list[tuple[dict[str, Any], str]] = [
     ({"type": "teleport", "customer_id": "a", "timestamp": at(0)}, "type"),
-    ({"type": "view", "customer_id": "a", "product_id": "p", "timestamp": "2026-01-01T10:00:00"},
-     "timestamp"),
+    (
+        {"type": "view", "customer_id": "a", "product_id": "p", "timestamp": "2026-01-01T10:00:00"},
+        "timestamp",
+    ),
     ({"type": "view", "customer_id": "a", "product_id": 7, "timestamp": at(0)}, "product_id"),
     ({"type": "view", "product_id": "p", "timestamp": at(0)}, "customer_id"),
-    ({"type": "add_to_cart", "customer_id": "a", "product_id": "p", "quantity": -2,
-      "timestamp": at(0)}, "quantity"),
+    (
+        {
+            "type": "add_to_cart",
+            "customer_id": "a",
+            "product_id": "p",
+            "quantity": -2,
+            "timestamp": at(0),
+        },
+        "quantity",
+    ),
     ({**purchase("x", "a", 0, [("p", 0, 1.0)])}, "lines.0.quantity"),
     ({**purchase("x", "a", 0, [("p", 1, -1.0)])}, "lines.0.unit_price"),
     ({**purchase("x", "a", 0, [("p", 1, 1.0)]), "total": 5.0}, "total"),
-    ({"type": "view", "customer_id": "a", "product_id": "p", "timestamp": at(0),
-      "colour": "red"}, "colour"),
-    ({"type": "identify", "customer_id": "a", "timestamp": at(0),
-      "traits": {"timezone": "Mars/Olympus"}}, "traits.timezone"),
-    ({"type": "identify", "customer_id": "a", "timestamp": at(0),
-      "traits": {"email": "not-an-email"}}, "traits.email"),
-    ({"type": "view", "customer_id": "anon:x", "product_id": "p", "timestamp": at(0)},
-     "customer_id"),
-    ({"type": "consent", "customer_id": "a", "timestamp": at(0), "channel": "pigeon",
-      "granted": True}, "channel"),
-    ({"type": "view", "customer_id": "a", "product_id": "p" * 5000, "timestamp": at(0)},
-     "product_id"),
+    (
+        {
+            "type": "view",
+            "customer_id": "a",
+            "product_id": "p",
+            "timestamp": at(0),
+            "colour": "red",
+        },
+        "colour",
+    ),
+    (
+        {
+            "type": "identify",
+            "customer_id": "a",
+            "timestamp": at(0),
+            "traits": {"timezone": "Mars/Olympus"},
+        },
+        "traits.timezone",
+    ),
+    (
+        {
+            "type": "identify",
+            "customer_id": "a",
+            "timestamp": at(0),
+            "traits": {"email": "not-an-email"},
+        },
+        "traits.email",
+    ),
+    (
+        {"type": "view", "customer_id": "anon:x", "product_id": "p", "timestamp": at(0)},
+        "customer_id",
+    ),
+    (
+        {
+            "type": "consent",
+            "customer_id": "a",
+            "timestamp": at(0),
+            "channel": "pigeon",
+            "granted": True,
+        },
+        "channel",
+    ),
+    (
+        {"type": "view", "customer_id": "a", "product_id": "p" * 5000, "timestamp": at(0)},
+        "product_id",
+    ),
 ]
 
 
@@ -277,11 +489,25 @@ BAD_EVENTS: list[tuple[dict[str, Any], str]] = [
 def test_bad_events_name_the_field_and_leave_the_store_unchanged(
     cg: Concierge, bad: dict[str, Any], field: str
 ) -> None:
-    cg.ingest([{"type": "view", "event_id": "ok0", "customer_id": "a", "product_id": "p",
-                "timestamp": at(0)}])
+    cg.ingest(
+        [
+            {
+                "type": "view",
+                "event_id": "ok0",
+                "customer_id": "a",
+                "product_id": "p",
+                "timestamp": at(0),
+            }
+        ]
+    )
     before_stats, before_docs = cg.stats(), cg.profile_docs()
-    good = {"type": "view", "event_id": "ok1", "customer_id": "a", "product_id": "p",
-            "timestamp": at(1)}
+    good = {
+        "type": "view",
+        "event_id": "ok1",
+        "customer_id": "a",
+        "product_id": "p",
+        "timestamp": at(1),
+    }
     with pytest.raises(InputError) as err:
         cg.ingest([good, bad])
     fields = [(e.field, e.index) for e in err.value.errors]
@@ -293,7 +519,8 @@ def test_bad_events_name_the_field_and_leave_the_store_unchanged(
 
 def test_batch_limit(cg: Concierge) -> None:
     many = [{"type": "view", "customer_id": "a", "product_id": "p", "timestamp": at(0)}] * (
-        cg.settings.max_batch + 1)
+        cg.settings.max_batch + 1
+    )
     with pytest.raises(InputError) as err:
         cg.ingest(many)
     assert err.value.errors[0].field == "events"
@@ -312,16 +539,36 @@ def test_bad_products_name_the_field(cg: Concierge) -> None:
 
 def test_export_and_erasure(cg: Concierge) -> None:
     cg.upsert_products([shoe("p1")])
-    cg.ingest([
-        {"type": "view", "event_id": "a1", "anonymous_id": "dev-1", "product_id": "p1",
-         "timestamp": at(0), "context": {"ip": "10.0.0.1"}},
-        {"type": "identify", "event_id": "i1", "customer_id": "ann", "anonymous_id": "dev-1",
-         "timestamp": at(0, 1), "traits": {"email": "ann@example.com", "first_name": "Ann"}},
-        {"type": "search", "event_id": "s1", "customer_id": "ann", "timestamp": at(0, 2),
-         "query": "ann's wedding shoes", "result_count": 3},
-        purchase("o1", "ann", 1, [("p1", 2, 120.0)]),
-        purchase("o2", "bob", 2, [("p1", 1, 120.0)]),
-    ])
+    cg.ingest(
+        [
+            {
+                "type": "view",
+                "event_id": "a1",
+                "anonymous_id": "dev-1",
+                "product_id": "p1",
+                "timestamp": at(0),
+                "context": {"ip": "10.0.0.1"},
+            },
+            {
+                "type": "identify",
+                "event_id": "i1",
+                "customer_id": "ann",
+                "anonymous_id": "dev-1",
+                "timestamp": at(0, 1),
+                "traits": {"email": "ann@example.com", "first_name": "Ann"},
+            },
+            {
+                "type": "search",
+                "event_id": "s1",
+                "customer_id": "ann",
+                "timestamp": at(0, 2),
+                "query": "ann's wedding shoes",
+                "result_count": 3,
+            },
+            purchase("o1", "ann", 1, [("p1", 2, 120.0)]),
+            purchase("o2", "bob", 2, [("p1", 1, 120.0)]),
+        ]
+    )
     export = cg.export_customer("ann")
     assert export["traits"]["email"] == "ann@example.com"
     assert {h["event_id"] for h in export["history"]} == {"a1", "i1", "s1", "o1"}

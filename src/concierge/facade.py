@@ -33,7 +33,13 @@ from concierge.ingest import identity
 from concierge.ingest.service import Ingestor, IngestResult, write_profiles
 from concierge.profiles import doc as pdoc
 from concierge.profiles import view as pview
-from concierge.profiles.rebuild import Progress, RebuildResult, rebuild
+from concierge.profiles.rebuild import (
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    Progress,
+    RebuildResult,
+    rebuild,
+)
 from concierge.schema.catalog import PriceUpdate, Product, StockUpdate
 from concierge.schema.events import ERASED_PREFIX, Event, EventAdapter
 from concierge.settings import Settings, load_settings
@@ -399,7 +405,7 @@ class Concierge:
                 .where(t.events.c.customer_id == pseudonym)
                 .order_by(t.events.c.seq),
                 conn,
-                schema_overrides={"ts_us": pl.Int64},
+                schema_overrides=EVENT_COLUMNS,
             ).with_columns(pl.lit(pseudonym).alias("person_id"))
             items = pl.read_database(
                 select(t.event_items).where(
@@ -408,7 +414,7 @@ class Concierge:
                     )
                 ),
                 conn,
-                schema_overrides={"quantity": pl.Int64, "unit_price": pl.Float64, "line": pl.Int32},
+                schema_overrides=ITEM_COLUMNS,
             )
             docs = pdoc.aggregate(ev, items, half_life_days=self.settings.affinity_half_life_days)
             write_profiles(conn, self.store, docs, now_us=now)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 from sqlalchemy import Connection, delete, select
 
-from concierge.ingest import identity
+from concierge.ingest import frames, identity
 from concierge.ingest.service import write_profiles
 from concierge.profiles import doc as pdoc
 from concierge.store import tables as t
@@ -32,6 +32,11 @@ class RebuildResult:
     identities: int
 
 
+# full schemas, so an empty or all-null column still has its type
+EVENT_COLUMNS: dict[str, pl.DataType] = dict(frames.EVENTS_SCHEMA)
+ITEM_COLUMNS: dict[str, pl.DataType] = {**frames.ITEMS_SCHEMA, "facets": pl.String()}
+
+
 def read_log(conn: Connection) -> tuple[pl.DataFrame, pl.DataFrame]:
     ev = pl.read_database(
         select(
@@ -43,7 +48,7 @@ def read_log(conn: Connection) -> tuple[pl.DataFrame, pl.DataFrame]:
             t.events.c.payload,
         ).order_by(t.events.c.seq),
         conn,
-        schema_overrides={"ts_us": pl.Int64},
+        schema_overrides=EVENT_COLUMNS,
     )
     items = pl.read_database(
         select(
@@ -56,7 +61,7 @@ def read_log(conn: Connection) -> tuple[pl.DataFrame, pl.DataFrame]:
             t.event_items.c.facets,
         ),
         conn,
-        schema_overrides={"quantity": pl.Int64, "unit_price": pl.Float64, "line": pl.Int32},
+        schema_overrides=ITEM_COLUMNS,
     )
     return ev, items
 

@@ -17,6 +17,11 @@ from concierge.profiles.doc import ANCHOR_US, DAY_US, Doc
 
 CHANNELS = ("email", "sms", "push")
 
+# Anchored sums carry rounding noise of about 1e-16 of their largest term when interactions
+# cancel (a purchase and its return); decayed, that is below 1e-14. Anything under NOISE is zero:
+# a real interaction that small is more than 30 half-lives old.
+NOISE = 1e-9
+
 
 def _iso(us: int | None) -> str | None:
     return None if us is None else from_us(us).isoformat()
@@ -31,7 +36,7 @@ def affinities(doc: Doc, *, as_of_us: int, half_life_days: float, top: int = 10)
         dims[dim][value] = anchored * factor
     out: dict[str, Any] = {}
     for dim, values in sorted(dims.items()):
-        positive = {k: v for k, v in values.items() if v > 0}
+        positive = {k: v for k, v in values.items() if v > NOISE}
         total = sum(positive.values())
         if total <= 0:
             continue
