@@ -101,13 +101,16 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @app.command()
 def init(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Create or upgrade the store's schema."""
+    from concierge.store.migrate import current_revision
+
     c = _open(db)
     stats = c.stats()
+    revision = current_revision(c.store.engine)
     c.close()
     _emit(
         as_json,
-        {"database": c.settings.database_url, **stats},
-        f"store ready at {c.settings.database_url}",
+        {"database": c.settings.database_url, "revision": revision, **stats},
+        f"store ready at {c.settings.database_url} (schema {revision})",
     )
 
 
