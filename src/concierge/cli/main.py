@@ -157,6 +157,8 @@ def import_(
     data = report.as_dict()
     if as_json:
         _emit(True, data)
+        if report.refused:
+            raise typer.Exit(1)
         return
     out.print(
         f"read {report.rows:,} rows in {report.seconds:.2f} s "
@@ -170,6 +172,7 @@ def import_(
         out.print(f"  … and {len(report.bad_rows) - 20:,} more (use --json for all)")
     if report.refused:
         out.print("[red]nothing imported (--strict)[/red]")
+        raise typer.Exit(1)
         raise typer.Exit(1)
 
 

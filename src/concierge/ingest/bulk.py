@@ -117,7 +117,7 @@ def import_file(
     if timezone is not None:
         kwargs["timezone"] = timezone
     task = progress.add_task(f"parsing {path.name}", total=None) if progress else None
-    parsed = parse(format, path, **kwargs)  # type: ignore[arg-type]
+    parsed = parse(format, path, **kwargs)
     report.rows = parsed.n_rows
     report.bad_rows = list(parsed.bad_rows)
     if strict and parsed.bad_rows:

