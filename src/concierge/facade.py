@@ -18,11 +18,11 @@ import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import polars as pl
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, delete, or_, select, update
 
 from concierge import access
@@ -47,6 +47,7 @@ from concierge.store import tables as t
 from concierge.store.engine import Store
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 
 def validation_errors(
@@ -167,6 +168,12 @@ class Concierge:
         models = self.validate_events(events)
         return self._ingestor.ingest(models, now_us=self._now_us())
 
+    def ingest_validated(self, events: Sequence[Event]) -> IngestResult:
+        """Append events already validated by :meth:`validate_events` (the API's group commit,
+        which joins many requests into one transaction, so the per-request limit is not
+        applied here)."""
+        return self._ingestor.ingest(events, now_us=self._now_us())
+
     def ingest_frames(self, events: pl.DataFrame, items: pl.DataFrame) -> IngestResult:
         """Append a columnar batch (importers, simulator); see :mod:`concierge.ingest.frames`."""
         return self._ingestor.ingest_frames(events, items, now_us=self._now_us())
@@ -203,16 +210,12 @@ class Concierge:
             raise InputError(bad)
 
     def set_stock(self, updates: Sequence[StockUpdate | dict[str, Any]]) -> dict[str, int]:
-        models = [
-            u if isinstance(u, StockUpdate) else StockUpdate.model_validate(u) for u in updates
-        ]
+        models = _validated(StockUpdate, updates)
         with self.store.write() as conn:
             return catalog.set_stock(conn, models, now_us=self._now_us())
 
     def set_price(self, updates: Sequence[PriceUpdate | dict[str, Any]]) -> dict[str, int]:
-        models = [
-            u if isinstance(u, PriceUpdate) else PriceUpdate.model_validate(u) for u in updates
-        ]
+        models = _validated(PriceUpdate, updates)
         with self.store.write() as conn:
             return catalog.set_price(conn, models, now_us=self._now_us())
 
@@ -475,6 +478,20 @@ class Concierge:
 
     def default_path(self) -> Path:
         return Path(self.settings.database_url.removeprefix("sqlite:///"))
+
+
+def _validated(model: type[M], items: Sequence[M | dict[str, Any]]) -> list[M]:
+    """Validate catalog updates; every problem is reported with its index and field."""
+    out: list[M] = []
+    errors: list[FieldError] = []
+    for i, item in enumerate(items):
+        try:
+            out.append(item if isinstance(item, model) else model.model_validate(item))
+        except ValidationError as exc:
+            errors += validation_errors(exc, i)
+    if errors:
+        raise InputError(errors)
+    return out
 
 
 def _scrub(payload: str, pseudonym: str) -> str:

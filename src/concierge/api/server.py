@@ -1,0 +1,32 @@
+"""Run the API with uvicorn (uvloop and httptools from ``uvicorn[standard]``).
+
+One process by default. On SQLite keep one: the group committer makes one process's writes
+cheap, and several processes would only queue on SQLite's single writer lock. On PostgreSQL,
+``workers > 1`` starts that many processes (the app is built from the environment in each;
+writers are serialised by an advisory lock inside the ingest transaction).
+"""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from concierge.api.app import create_app
+from concierge.settings import Settings
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    if workers > 1:
+        os.environ["CONCIERGE_DATABASE_URL"] = settings.database_url
+        uvicorn.run(
+            "concierge.api.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        return
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)

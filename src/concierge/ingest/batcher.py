@@ -1,0 +1,122 @@
+"""Group commit: many concurrent requests, one write transaction.
+
+Every ingest transaction costs a durable commit (an fsync of the WAL on SQLite, of the WAL on
+PostgreSQL), and writers are serialised. A server that committed each single-event request on
+its own would be bound by fsyncs per second. Instead, requests put their validated events on a
+queue and wait; one consumer takes everything queued (up to ``max_events``), ingests it in one
+transaction on a worker thread, and then answers each request with its own part of the result.
+While a commit runs, the next group gathers, so the group grows with the load.
+
+Durability is unchanged: a request is answered only after the transaction holding its events
+has committed, so an acknowledged event is in the log; a failed commit fails every request of
+the group (nothing of it is stored) and the next group is tried afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from concierge.schema.events import Event
+
+if TYPE_CHECKING:
+    from concierge.facade import Concierge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    accepted: int = 0
+    duplicates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Request:
+    events: list[Event]
+    future: asyncio.Future[Outcome]
+
+
+class GroupCommitter:
+    """Queue validated events from many requests; commit them in groups."""
+
+    def __init__(self, concierge: Concierge, *, max_events: int = 20_000) -> None:
+        self.concierge = concierge
+        self.max_events = max_events
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0  # commits done (for tests and metrics)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._run(), name="concierge-group-commit")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def submit(self, events: list[Event]) -> Outcome:
+        """Ingest ``events``; returns once they are committed (or raises what the commit did)."""
+        if self._queue is None:
+            await self.start()
+        assert self._queue is not None
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(events, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            group = [await queue.get()]
+            size = len(group[0].events)
+            while size < self.max_events and not queue.empty():
+                req = queue.get_nowait()
+                group.append(req)
+                size += len(req.events)
+            events = [e for req in group for e in req.events]
+            try:
+                result = await asyncio.to_thread(self.concierge.ingest_validated, events)
+            except Exception as exc:  # the whole group failed: nothing of it is stored
+                log.exception("group commit of %d events failed", len(events))
+                for req in group:
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+                continue
+            self.groups += 1
+            for req, outcome in zip(group, _split(group, result.duplicates), strict=True):
+                if not req.future.done():
+                    req.future.set_result(outcome)
+
+
+def _split(group: list[_Request], duplicates: list[str]) -> list[Outcome]:
+    """Give each request its share of the group's result, in submission order.
+
+    An id repeated ``k`` times in the group is reported ``k`` times as a duplicate when it was
+    already stored, else ``k - 1`` times (its first occurrence was stored).
+    """
+    total = Counter(e.event_id for req in group for e in req.events)
+    dup = Counter(duplicates)
+    seen: set[str] = set()
+    out = []
+    for req in group:
+        o = Outcome()
+        for e in req.events:
+            eid = e.event_id
+            stored_before = dup[eid] >= total[eid]
+            if stored_before or eid in seen:
+                o.duplicates.append(eid)
+            else:
+                o.accepted += 1
+            seen.add(eid)
+        out.append(o)
+    return out
