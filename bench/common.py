@@ -67,7 +67,11 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
 
 
 def p99(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[98] if len(samples) > 1 else samples[0]
+    return (
+        statistics.quantiles(samples, n=100, method="inclusive")[98]
+        if len(samples) > 1
+        else samples[0]
+    )
 
 
 def write(figures: list[Figure]) -> None:

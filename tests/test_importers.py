@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,19 +45,20 @@ def test_online_retail_sample_imports_with_cancellations_guests_and_bad_rows(
     db_url: str,
 ) -> None:
     parsed = parse("online-retail", SAMPLE)
-    assert parsed.n_rows == 60_578
+    assert parsed.n_rows == 68_460  # see SAMPLE_SOURCE.md
     assert_canonical(parsed.events)  # every payload is what the API path would store
     assert {b.field for b in parsed.bad_rows} <= {"Quantity", "UnitPrice"}
     with Concierge(db_url) as c:
         report = import_file(c, "online-retail", SAMPLE)
-        assert report.rows == 60_578 and report.accepted == parsed.events.height
+        assert report.rows == 68_460 and report.accepted == parsed.events.height
         assert report.duplicates == 0 and report.products > 1000
         types = parsed.events.get_column("type").value_counts()
         n = dict(types.iter_rows())
-        assert n["cancellation"] > 0 and n["purchase"] > 2000 and 640 <= n["identify"] <= 655
+        # 692 customers; 5 are in "Unspecified", "European Community" or "Channel Islands"
+        assert n["cancellation"] == 536 and n["purchase"] == 2_695 and n["identify"] == 687
         stats = c.stats()
         assert stats["events"] == parsed.events.height
-        assert stats["event_items"] == 60_578 - len(parsed.bad_rows)
+        assert stats["event_items"] == 68_460 - len(parsed.bad_rows)
         # a guest invoice is an anonymous person; a customer has their whole history
         guest = parsed.events.filter(pl.col("anonymous_id").is_not_null()).row(0, named=True)
         anon = c.customer(anonymous_id=guest["anonymous_id"])
@@ -162,9 +164,17 @@ def test_full_online_retail_csv_and_parquet_agree_and_rebuild_matches(
     )
     assert csv.n_rows == parquet.n_rows == 541_909
     assert csv.events.sort("event_id").equals(parquet.events.sort("event_id"))
-    assert len(csv.bad_rows) == 1_338  # 1,336 stock write-offs and 2 bad-debt adjustments
-    assert csv.items.height == 541_909 - 1_338
-    assert csv.events.filter(pl.col("type") != "identify").height == 24_562
+    # 1,336 stock write-offs, 1,139 guest lines priced 0 (stock found or checked), 2 bad debts
+    reasons = [b.reason.split(" (")[0] for b in csv.bad_rows]
+    assert {r: reasons.count(r) for r in set(reasons)} == {
+        "negative quantity outside a cancellation": 1_336,
+        "zero unit price without a customer": 1_139,
+        "negative unit price": 2,
+    }
+    assert csv.items.height == 541_909 - 2_477
+    n = dict(csv.events.get_column("type").value_counts().iter_rows())
+    assert n == {"purchase": 19_964, "cancellation": 3_836, "identify": 4_358}
+    assert_canonical(csv.events)
     with Concierge(f"sqlite:///{tmp_path / 'or.db'}") as c:
         report = import_file(c, "online-retail", folder / "online_retail.csv.gz")
         assert report.accepted == csv.events.height
@@ -373,3 +383,178 @@ def test_gzipped_csv_and_unknown_suffix(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         parse("online-retail", other)
     assert err.value.errors[0].field == "path"
+
+
+def test_zero_prices_reserved_ids_and_huge_quantities(tmp_path: Path) -> None:
+    path = write_or(
+        tmp_path / "or.csv",
+        [
+            "536371,22728,ALARM CLOCK,2,2010-12-01 09:00:00,0,12647,United Kingdom",
+            "536372,22139,found,56,2010-12-01 09:01:00,0,,United Kingdom",
+            "536373,22139,RETROSPOT,5,2010-12-01 09:02:00,2.1,anon:42,United Kingdom",
+            "536374,22139,RETROSPOT,99999999999999999999,2010-12-01 09:03:00,2.1,1,EIRE",
+            "536375,22139,RETROSPOT,1.5,2010-12-01 09:04:00,2.1,1,EIRE",
+            "536376,22139,RETROSPOT,2,2011-03-27 01:30:00,2.1,1,EIRE",  # clocks went forward
+            "536377,22139,RETROSPOT,0,2010-12-01 09:04:00,2.1,1,EIRE",
+            "C536378,22139,RETROSPOT,3,2010-12-01 09:05:00,2.1,1,EIRE",
+        ],
+    )
+    parsed = parse("online-retail", path)
+    assert [(b.row, b.field, b.reason.split(" (")[0]) for b in parsed.bad_rows] == [
+        (2, "UnitPrice", "zero unit price without a customer"),
+        (3, "CustomerID", "customer ids may not start with 'anon:' or 'erased:'"),
+        (4, "Quantity", "not a whole number"),
+        (5, "Quantity", "not a whole number"),
+        (6, "InvoiceDate", "not a date and time this importer reads"),
+        (7, "Quantity", "zero"),
+        (8, "Quantity", "positive quantity in a cancellation"),
+    ]
+    free = parsed.events.filter(pl.col("event_id") == "or:536371").row(0, named=True)
+    assert '"unit_price":0.0' in free["payload"]  # a customer's free item is a real line
+    assert_canonical(parsed.events)
+
+
+def test_online_retail_ii_columns_from_parquet(tmp_path: Path) -> None:
+    """Online Retail II names (Invoice, Price, Customer ID); a float customer column as pandas
+    writes it (NaN for guests) and real timestamps."""
+    pl.DataFrame(
+        {
+            "Invoice": ["489434", "489434", "C489449", "489450"],
+            "StockCode": ["85048", "79323P", "22087", "21523"],
+            "Description": ["15CM CHRISTMAS GLASS BALL", "PINK CHERRY LIGHTS", "PAPER", "MAT"],
+            "Quantity": [12, 12, -12, 10],
+            "InvoiceDate": [datetime(2009, 12, 1, 7, 45)] * 2 + [datetime(2009, 12, 1, 10, 33)] * 2,
+            "Price": [6.95, 6.75, 2.95, 5.95],
+            "Customer ID": [13085.0, 13085.0, 16321.0, float("nan")],
+            "Country": ["United Kingdom", "United Kingdom", "Australia", "United Kingdom"],
+        }
+    ).write_parquet(tmp_path / "or2.parquet")
+    parsed = parse("online-retail", tmp_path / "or2.parquet")
+    assert parsed.bad_rows == []
+    rows = {r["event_id"]: r for r in parsed.events.iter_rows(named=True)}
+    assert set(rows) == {"or:489434", "or:C489449", "or:489450", "or:identify:13085",
+                         "or:identify:16321"}  # fmt: skip
+    assert rows["or:489434"]["customer_id"] == "13085"
+    assert rows["or:C489449"]["type"] == "cancellation"
+    assert rows["or:489450"]["anonymous_id"] == "or-guest-489450"
+    assert '"country":"AU"' in rows["or:identify:16321"]["payload"]
+    assert '"timestamp":"2009-12-01T07:45:00Z"' in rows["or:489434"]["payload"]
+    assert parsed.items.get_column("line").to_list() == [0, 1, 0, 0]
+    assert {p.product_id: p.title for p in parsed.products}["79323P"] == "PINK CHERRY LIGHTS"
+    assert_canonical(parsed.events)
+
+
+def test_strict_through_the_facade(tmp_path: Path) -> None:
+    path = write_or(tmp_path / "or.csv", BAD_OR)
+    with Concierge(f"sqlite:///{tmp_path / 'f.db'}") as c:
+        report = import_file(c, "online-retail", path, strict=True)
+        assert report.refused and report.accepted == 0 and len(report.bad_rows) == 5
+        assert c.stats()["events"] == 0 and report.products == 0
+        report = import_file(c, "online-retail", path)
+        assert not report.refused and report.accepted == 5
+
+
+def test_mapped_message_consent_answer_and_cart_events(tmp_path: Path) -> None:
+    (tmp_path / "ev.csv").write_text(
+        "kind,user,ts,chan,ok,campaign,question,answer,item,qty,price\n"
+        "consent,u1,2026-01-01T10:00:00Z,email,yes,,,,,,\n"
+        "open,u1,2026-01-02T10:00:00Z,email,,c1,,,,,\n"
+        "click,u1,2026-01-02T10:01:00Z,email,,c1,,,,,\n"
+        "answer,u1,2026-01-03T10:00:00Z,,,,shoe_size,42,,,\n"
+        "add_to_cart,u1,2026-01-04T10:00:00Z,,,,,,p1,2,9.5\n"
+        "remove_from_cart,u1,2026-01-04T10:02:00Z,,,,,,p1,1,9.5\n"
+        "checkout,u1,2026-01-04T10:03:00Z,,,,,,,,\n"
+        "consent,u1,2026-01-05T10:00:00Z,fax,yes,,,,,,\n"
+    )
+    mapping = {
+        "columns": {
+            "type": "kind",
+            "customer_id": "user",
+            "timestamp": "ts",
+            "channel": "chan",
+            "granted": "ok",
+            "campaign_id": "campaign",
+            "question_id": "question",
+            "answer": "answer",
+            "product_id": "item",
+            "quantity": "qty",
+            "unit_price": "price",
+        }
+    }
+    parsed = parse("events", tmp_path / "ev.csv", mapping=mapping)
+    assert [(b.row, b.field) for b in parsed.bad_rows] == [(8, "channel (column chan)")]
+    assert parsed.events.get_column("type").to_list() == [
+        "consent", "open", "click", "answer", "add_to_cart", "remove_from_cart", "checkout",
+    ]  # fmt: skip
+    assert parsed.items.get_column("quantity").to_list() == [2, 1]
+    payloads = parsed.events.get_column("payload").to_list()
+    assert '"granted":true' in payloads[0] and '"answer":"42"' in payloads[3]
+    assert_canonical(parsed.events)
+
+
+def test_derived_event_ids_are_a_digest_of_the_row(tmp_path: Path) -> None:
+    """Golden value: the id must not change with the Polars version, or a re-import after an
+    upgrade would store every row again."""
+    (tmp_path / "v.csv").write_text("user,ts,item\nu1,2026-01-01T10:00:00Z,p1\n")
+    mapping = {
+        "columns": {"customer_id": "user", "timestamp": "ts", "product_id": "item"},
+        "constants": {"type": "view"},
+    }
+    parsed = parse("events", tmp_path / "v.csv", mapping=mapping)
+    assert parsed.events.get_column("event_id").to_list() == ["ev:aa188ebc443fb18425c713824a2851e6"]
+
+
+def test_unknown_time_zone_is_an_input_error(tmp_path: Path) -> None:
+    from concierge.errors import InputError
+
+    path = write_or(tmp_path / "or.csv", BAD_OR[:1])
+    with pytest.raises(InputError) as err:
+        parse("online-retail", path, timezone="Mars/Olympus")
+    assert err.value.errors[0].field == "timezone"
+    (tmp_path / "ev.csv").write_text(EVENTS_CSV)
+    with pytest.raises(InputError) as err:
+        parse(
+            "events",
+            tmp_path / "ev.csv",
+            mapping={"columns": {"type": "kind", "timestamp": "ts"}, "timezone": "Paris"},
+        )
+    assert err.value.errors[0].field == "mapping.timezone"
+
+
+def test_unreadable_files_name_the_path(tmp_path: Path) -> None:
+    from concierge.errors import InputError
+
+    (tmp_path / "ragged.csv").write_text("InvoiceNo,StockCode\n1,2,3\n")
+    (tmp_path / "junk.parquet").write_bytes(b"junk")
+    for name in ("ragged.csv", "junk.parquet"):
+        with pytest.raises(InputError) as err:
+            parse("online-retail", tmp_path / name)
+        assert err.value.errors[0].field == "path" and "cannot be read" in str(err.value)
+
+
+def test_an_order_with_a_bad_line_reports_every_line(tmp_path: Path) -> None:
+    (tmp_path / "o.csv").write_text(
+        "order,user,ts,item,qty,price\n"
+        "o1,u1,2026-01-02T10:00:00Z,p1,2,10\n"
+        "o1,u1,2026-01-02T10:00:00Z,p2,-1,3\n"
+        "o2,u1,2026-01-03T10:00:00Z,p1,1,10\n"
+    )
+    mapping = {
+        "columns": {
+            "order_id": "order",
+            "customer_id": "user",
+            "timestamp": "ts",
+            "product_id": "item",
+            "quantity": "qty",
+            "unit_price": "price",
+        },
+        "constants": {"type": "purchase", "currency": "EUR"},
+    }
+    parsed = parse("events", tmp_path / "o.csv", mapping=mapping)
+    assert sorted((b.row, b.field) for b in parsed.bad_rows) == [
+        (1, "order_id"),
+        (2, "quantity (column qty)"),
+    ]
+    assert "row 2" in next(b.reason for b in parsed.bad_rows if b.row == 1)
+    assert parsed.events.get_column("event_id").to_list() == ["ev:purchase:o2"]
+    assert parsed.items.height == 1

@@ -130,6 +130,10 @@ class Concierge:
         if migrate:
             self.store.migrate()
         self._ingestor = Ingestor(self.store, half_life_days=self.settings.affinity_half_life_days)
+        if migrate:
+            self._ingestor.ensure_watermark()
+        if migrate and self._ingestor.pending():
+            self.apply_pending()  # a process stopped between logging and applying: catch up
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -168,11 +172,27 @@ class Concierge:
         models = self.validate_events(events)
         return self._ingestor.ingest(models, now_us=self._now_us())
 
-    def ingest_validated(self, events: Sequence[Event]) -> IngestResult:
-        """Append events already validated by :meth:`validate_events` (the API's group commit,
-        which joins many requests into one transaction, so the per-request limit is not
-        applied here)."""
-        return self._ingestor.ingest(events, now_us=self._now_us())
+    def append_events(self, events: Sequence[Event]) -> IngestResult:
+        """Append events already validated by :meth:`validate_events` to the log only.
+
+        They are durable when this returns; identities and profiles count them after
+        :meth:`apply_pending` (the API's group commit does both; the per-request limit is not
+        applied here because a group joins many requests).
+        """
+        return self._ingestor.append(events, now_us=self._now_us())
+
+    def apply_pending(self) -> int:
+        """Bring identities and profiles up to the log; returns how many events it applied."""
+        done = 0
+        while True:
+            n = self._ingestor.apply_pending(now_us=self._now_us())
+            done += n
+            if n == 0:
+                return done
+
+    def pending(self) -> int:
+        """Logged events that profiles do not count yet (0 outside the API's short lag)."""
+        return self._ingestor.pending()
 
     def ingest_frames(self, events: pl.DataFrame, items: pl.DataFrame) -> IngestResult:
         """Append a columnar batch (importers, simulator); see :mod:`concierge.ingest.frames`."""
@@ -357,6 +377,9 @@ class Concierge:
         now = self._now_us()
         with self.store.write() as conn:
             self.store.lock_writers(conn)
+            # count everything logged first, so the pseudonym's profile below is exact and
+            # nothing scrubbed here is applied again later
+            self._ingestor.apply_logged(conn, now_us=now)
             doc_row = conn.execute(
                 select(t.profiles.c.doc).where(t.profiles.c.person_id == person)
             ).first()

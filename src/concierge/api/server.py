@@ -9,6 +9,7 @@ writers are serialised by an advisory lock inside the ingest transaction).
 from __future__ import annotations
 
 import os
+import sys
 
 import uvicorn
 
@@ -17,6 +18,9 @@ from concierge.settings import Settings
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    # The ingest threads hold the GIL in bursts of Python work; a shorter switch interval than
+    # the default 5 ms keeps the event loop answering (measured: p99 of single-event requests).
+    sys.setswitchinterval(0.0005)
     if workers > 1:
         os.environ["CONCIERGE_DATABASE_URL"] = settings.database_url
         uvicorn.run(

@@ -7,9 +7,15 @@ queue and wait; one consumer takes everything queued (up to ``max_events``), ing
 transaction on a worker thread, and then answers each request with its own part of the result.
 While a commit runs, the next group gathers, so the group grows with the load.
 
-Durability is unchanged: a request is answered only after the transaction holding its events
+Durability: a request is answered only after the transaction appending its events to the log
 has committed, so an acknowledged event is in the log; a failed commit fails every request of
 the group (nothing of it is stored) and the next group is tried afresh.
+
+Identities and profiles follow right behind: after each commit an applier task brings them up to
+the log (:meth:`Concierge.apply_pending`, one transaction per round, exactly once thanks to the
+watermark). Under load the applier runs back to back and each round takes everything logged
+meanwhile, so it batches by itself. :meth:`GroupCommitter.settled` waits until everything
+acknowledged so far is applied: the API calls it before reading a profile (read-your-writes).
 """
 
 from __future__ import annotations
@@ -43,26 +49,68 @@ class _Request:
 class GroupCommitter:
     """Queue validated events from many requests; commit them in groups."""
 
-    def __init__(self, concierge: Concierge, *, max_events: int = 20_000) -> None:
+    def __init__(
+        self, concierge: Concierge, *, max_events: int = 20_000, apply_delay: float = 0.05
+    ) -> None:
         self.concierge = concierge
         self.max_events = max_events
+        self.apply_delay = apply_delay
         self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._applier: asyncio.Task[None] | None = None
+        self._dirty: asyncio.Event | None = None
+        self._applied: asyncio.Condition | None = None
+        self._generation = 0  # groups committed
+        self._applied_generation = 0  # groups whose events the profiles count
         self.groups = 0  # commits done (for tests and metrics)
 
     async def start(self) -> None:
         if self._task is None:
             self._queue = asyncio.Queue()
+            self._dirty = asyncio.Event()
+            self._applied = asyncio.Condition()
             self._task = asyncio.create_task(self._run(), name="concierge-group-commit")
+            self._applier = asyncio.create_task(self._apply(), name="concierge-apply")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._applier):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._applier = None
+        # what was acknowledged is in the log; count it before closing (a crash instead is
+        # caught up when the store is next opened)
+        await asyncio.to_thread(self.concierge.apply_pending)
+
+    async def settled(self) -> None:
+        """Wait until the profiles count every event acknowledged before this call."""
+        if self._applied is None:
+            return
+        target = self._generation
+        async with self._applied:
+            await self._applied.wait_for(lambda: self._applied_generation >= target)
+
+    async def _apply(self) -> None:
+        assert self._dirty is not None and self._applied is not None
+        while True:
+            await self._dirty.wait()
+            # let a round gather: applying costs per round and per person, not per event
+            await asyncio.sleep(self.apply_delay)
+            self._dirty.clear()
+            generation = self._generation
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+                await asyncio.to_thread(self.concierge.apply_pending)
+            except Exception:  # retried on the next round; the log is intact
+                log.exception("applying logged events to profiles failed")
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+                continue
+            async with self._applied:
+                self._applied_generation = generation
+                self._applied.notify_all()
 
     async def submit(self, events: list[Event]) -> Outcome:
         """Ingest ``events``; returns once they are committed (or raises what the commit did)."""
@@ -85,7 +133,7 @@ class GroupCommitter:
                 size += len(req.events)
             events = [e for req in group for e in req.events]
             try:
-                result = await asyncio.to_thread(self.concierge.ingest_validated, events)
+                result = await asyncio.to_thread(self.concierge.append_events, events)
             except Exception as exc:  # the whole group failed: nothing of it is stored
                 log.exception("group commit of %d events failed", len(events))
                 for req in group:
@@ -93,6 +141,9 @@ class GroupCommitter:
                         req.future.set_exception(exc)
                 continue
             self.groups += 1
+            self._generation += 1
+            assert self._dirty is not None
+            self._dirty.set()
             for req, outcome in zip(group, _split(group, result.duplicates), strict=True):
                 if not req.future.done():
                     req.future.set_result(outcome)

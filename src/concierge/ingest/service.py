@@ -1,12 +1,20 @@
-"""Ingest: validate, deduplicate, stitch identities, append to the log, update profiles.
+"""Ingest: validate, deduplicate, append to the log; then stitch identities and update profiles.
 
-All of it atomically.
+Two steps, each a write transaction of its own or both in one:
 
-One write transaction per batch does all of it, so an acknowledged event is in the log exactly
-once and already counted in its person's profile; a failed batch leaves nothing behind. Writers are
-serialised (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), which is what makes the
-duplicate check and the identity graph race-free; throughput comes from batching, not from
-concurrent writers (see :mod:`concierge.ingest.batcher` for group commit of single events).
+* **append** drops duplicates (ids already stored or repeated in the batch), checks the currency,
+  and appends events and their items to the log. Once it commits, the events are acknowledged:
+  in the log exactly once.
+* **apply** takes every logged event past the ``applied_seq`` watermark, in log order, through
+  the identity graph and into the profiles, and moves the watermark, in one transaction. So each
+  event is counted exactly once whatever crashes in between, and a store opened after a crash
+  catches up from the log.
+
+:meth:`Ingestor.ingest` does both in one transaction (the library, importers, the CLI): an event
+is in its profile when the call returns. The HTTP API acknowledges after the append and applies
+a moment later (see :mod:`concierge.ingest.batcher`), which keeps per-request latency low.
+Writers are serialised (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), which
+makes the duplicate check, the sequence order and the identity graph race-free.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select
 
 from concierge.catalog import service as catalog
 from concierge.clock import to_us
@@ -31,6 +39,7 @@ from concierge.store.engine import Store
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+APPLIED = "applied_seq"  # meta key: the last log sequence counted in identities and profiles
 PRICED = ("purchase", "return", "cancellation", "list_item", "sale")
 
 
@@ -99,10 +108,117 @@ class Ingestor:
 
     # -- the transaction -------------------------------------------------------------------
 
+    def append(self, events: Sequence[Event], *, now_us: int) -> IngestResult:
+        """Append to the log only (the profiles follow with :meth:`apply_pending`)."""
+        ev, items = event_frames(events)
+        ev = frames.conform(ev, frames.EVENTS_SCHEMA)
+        items = frames.conform(items, frames.ITEMS_SCHEMA)
+        with self.store.write() as conn:
+            self.store.lock_writers(conn)
+            result, _, _ = self._append(conn, ev, items, now_us=now_us)
+            return result
+
+    def apply_pending(self, *, now_us: int, limit: int = 50_000) -> int:
+        """Apply logged events past the watermark to identities and profiles; how many."""
+        with self.store.write() as conn:
+            self.store.lock_writers(conn)
+            return self._apply_pending(conn, now_us=now_us, limit=limit)
+
+    def ensure_watermark(self) -> None:
+        """Record the watermark of a store that has none yet (a new one, or one from before
+        the watermark, whose events were all applied as they came)."""
+        with self.store.read() as conn:
+            if self.store.get_meta(conn, APPLIED) is not None:
+                return
+        with self.store.write() as conn:
+            self.store.lock_writers(conn)
+            if self.store.get_meta(conn, APPLIED) is None:
+                top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+                self.store.set_meta(conn, APPLIED, str(top))
+
+    def apply_logged(self, conn: Connection, *, now_us: int) -> int:
+        """Apply everything past the watermark inside the caller's locked transaction."""
+        return self._apply_pending(conn, now_us=now_us, limit=None)
+
+    def pending(self) -> int:
+        """How many logged events the profiles do not count yet."""
+        with self.store.read() as conn:
+            top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+            return int(top) - self._applied(conn, top)
+
+    def _applied(self, conn: Connection, top: int) -> int:
+        value = self.store.get_meta(conn, APPLIED)
+        # a store from before the watermark applied every event as it came
+        return top if value is None else int(value)
+
     def _write(
         self, conn: Connection, ev: pl.DataFrame, items: pl.DataFrame, *, now_us: int
     ) -> IngestResult:
         self.store.lock_writers(conn)
+        top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+        behind = self._applied(conn, top) < top
+        result, unique, items = self._append(conn, ev, items, now_us=now_us)
+        if behind:  # events appended earlier wait: apply everything in log order
+            self._apply_pending(conn, now_us=now_us, limit=None)
+        elif result.accepted:
+            result.people = self._apply(conn, unique, items, now_us=now_us)
+            new_top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+            self.store.set_meta(conn, APPLIED, str(new_top))
+        return result
+
+    def _apply_pending(self, conn: Connection, *, now_us: int, limit: int | None) -> int:
+        top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+        applied = self._applied(conn, top)
+        if applied >= top:
+            return 0
+        q = (
+            select(
+                t.events.c.seq,
+                t.events.c.event_id,
+                t.events.c.type,
+                t.events.c.customer_id,
+                t.events.c.anonymous_id,
+                t.events.c.ts_us,
+                t.events.c.payload,
+            )
+            .where(t.events.c.seq > applied)
+            .order_by(t.events.c.seq)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        ev = pl.read_database(q, conn, schema_overrides={"seq": pl.Int64, **frames.EVENTS_SCHEMA})
+        if ev.height == 0:
+            return 0
+        last = int(ev.get_column("seq").max())  # type: ignore[arg-type]
+        items = pl.read_database(
+            select(t.event_items).where(
+                t.event_items.c.event_id.in_(
+                    select(t.events.c.event_id).where(
+                        t.events.c.seq > applied, t.events.c.seq <= last
+                    )
+                )
+            ),
+            conn,
+            schema_overrides={**frames.ITEMS_SCHEMA, "facets": pl.String()},
+        )
+        self._apply(conn, ev.drop("seq"), items, now_us=now_us)
+        self.store.set_meta(conn, APPLIED, str(last))
+        return ev.height
+
+    def _apply(
+        self, conn: Connection, unique: pl.DataFrame, items: pl.DataFrame, *, now_us: int
+    ) -> int:
+        """Identities and profiles for events just logged (in log order), with item facets."""
+        graph = identity.load(conn, identity.aliases_of(unique))
+        people = identity.apply(graph, unique)
+        deltas = pdoc.aggregate(people, items, half_life_days=self.half_life_days)
+        self._merge_profiles(conn, graph, deltas, now_us=now_us)
+        identity.save(conn, graph, self.store.insert(t.identities), now_us)
+        return len(deltas)
+
+    def _append(
+        self, conn: Connection, ev: pl.DataFrame, items: pl.DataFrame, *, now_us: int
+    ) -> tuple[IngestResult, pl.DataFrame, pl.DataFrame]:
         result = IngestResult()
         indexed = ev.with_row_index()
         unique = indexed.unique("event_id", keep="first", maintain_order=True)
@@ -122,27 +238,19 @@ class Ingestor:
             result.duplicates += [i for i in ids if i in existing]
             unique = unique.filter(~pl.col("event_id").is_in(list(existing)))
         if unique.height == 0:
-            return result
+            return result, unique, items.clear()
         # an item may only belong to an event stored now (the first copy of a repeated id)
         items = items.join(unique.select("event_id"), on="event_id", how="semi").unique(
             ["event_id", "line"], keep="first", maintain_order=True
         )
         self._check_currency(conn, unique)
-
-        graph = identity.load(conn, identity.aliases_of(unique))
-        people = identity.apply(graph, unique)
         items = catalog.item_facets(conn, items)
-
         self.store.bulk_insert(
             conn, t.events, unique.with_columns(pl.lit(now_us).alias("received_us"))
         )
         self.store.bulk_insert(conn, t.event_items, items)
-        deltas = pdoc.aggregate(people, items, half_life_days=self.half_life_days)
-        self._merge_profiles(conn, graph, deltas, now_us=now_us)
-        identity.save(conn, graph, self.store.insert(t.identities), now_us)
         result.accepted = unique.height
-        result.people = len(deltas)
-        return result
+        return result, unique, items
 
     def _check_currency(self, conn: Connection, ev: pl.DataFrame) -> None:
         priced = ev.filter(pl.col("type").is_in(PRICED))

@@ -113,8 +113,23 @@ def _lww(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> dict[str, list[Any
     return out
 
 
+def _key(r: list[Any]) -> tuple[Any, Any, str]:
+    return (r[0], r[1], str(r[2:3]))
+
+
 def _top(a: list[list[Any]], b: list[list[Any]], n: int | None) -> list[list[Any]]:
-    """Union of two lists of ``[ts_us, event_id, ...]`` (newest first), deduplicated, top ``n``."""
+    """Union of two lists of ``[ts_us, event_id, ...]`` (newest first), deduplicated, top ``n``.
+
+    Both inputs are sorted newest first without repeats (every list this module builds is).
+    The usual case of live ingest, new rows all newer than the stored ones, is a concatenation.
+    """
+    if not b or not a:
+        rows = a or b
+        return rows if n is None else rows[:n]
+    if _key(b[-1]) > _key(a[0]):
+        return b + a if n is None else (b + a)[:n]
+    if _key(a[-1]) > _key(b[0]):
+        return a + b if n is None else (a + b)[:n]
     seen: dict[tuple[Any, ...], list[Any]] = {}
     for row in a + b:
         seen[(row[0], row[1], *row[2:3])] = row
@@ -140,8 +155,9 @@ def merge(a: Doc, b: Doc) -> Doc:
     out["traits"] = _lww(a["traits"], b["traits"])
     out["consent"] = _lww(a["consent"], b["consent"])
     out["answers"] = _lww(a["answers"], b["answers"])
-    hist = _top(a["consent_history"], b["consent_history"], None)
-    out["consent_history"] = hist[::-1]  # oldest first
+    # kept oldest first; _top wants newest first
+    hist = _top(a["consent_history"][::-1], b["consent_history"][::-1], None)
+    out["consent_history"] = hist[::-1]
     out["recent_views"] = _top(a["recent_views"], b["recent_views"], RECENT_VIEWS)
     out["recent_searches"] = _top(a["recent_searches"], b["recent_searches"], RECENT_SEARCHES)
     out["cart"] = _top(a["cart"], b["cart"], CART_EVENTS)

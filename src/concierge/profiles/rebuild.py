@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select
 
 from concierge.ingest import frames, identity
-from concierge.ingest.service import write_profiles
+from concierge.ingest.service import APPLIED, write_profiles
 from concierge.profiles import doc as pdoc
 from concierge.store import tables as t
 from concierge.store.engine import Store
@@ -94,5 +94,7 @@ def rebuild(
         graph.repointed.clear()  # the table is empty: nothing to repoint, only to write
         identity.save(conn, graph, store.insert(t.identities), now_us)
         write_profiles(conn, store, docs, now_us=now_us)
+        top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+        store.set_meta(conn, APPLIED, str(top))  # everything logged is now counted
     step("done", 1.0)
     return RebuildResult(events=n_events, people=len(docs), identities=len(graph.changed))

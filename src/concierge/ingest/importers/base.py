@@ -42,13 +42,21 @@ class Parsed:
 
 
 def read_table(path: Path, *, columns_as_strings: bool = True) -> pl.DataFrame:
-    """A CSV (optionally gzipped) or Parquet file; CSV columns are read as text."""
+    """A CSV (optionally gzipped) or Parquet file; CSV columns are read as text.
+
+    A file that cannot be read at all (malformed quoting, rows longer than the header, not
+    Parquet) is an :class:`InputError` on ``path`` with the reader's first line of explanation.
+    """
     name = path.name.lower()
-    if name.endswith(".parquet") or name.endswith(".pq"):
-        return pl.read_parquet(path)
-    if name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
-        sep = "\t" if ".tsv" in name else ","
-        return pl.read_csv(path, separator=sep, infer_schema=not columns_as_strings)
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pl.read_parquet(path)
+        if name.endswith((".csv", ".csv.gz", ".txt", ".tsv", ".tsv.gz")):
+            sep = "\t" if ".tsv" in name else ","
+            return pl.read_csv(path, separator=sep, infer_schema=not columns_as_strings)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise InputError.one("path", f"{path.name}: cannot be read ({first})") from None
     raise InputError.one("path", f"{path.name}: expected a .csv, .csv.gz or .parquet file")
 
 
@@ -115,6 +123,19 @@ def base_payload(type_: str | pl.Expr, *, context: str = "{}") -> tuple[pl.Expr,
     head = head.str.strip_suffix("}") + pl.lit(f',"context":{context}')
     t = pl.lit(type_) if isinstance(type_, str) else type_
     return head, pl.lit('"type":') + json_value(t)
+
+
+def check_timezone(name: str, field: str) -> str:
+    """An IANA zone name, or an :class:`InputError` naming ``field``."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError.one(
+            field, f"unknown time zone {name!r} (use an IANA name like Europe/London)"
+        ) from None
+    return name
 
 
 def empty_parsed(n_rows: int = 0, bad: list[BadRow] | None = None) -> Parsed:

@@ -45,11 +45,7 @@ def parse(path: Path, *, mapping: dict[str, Any] | None = None, timezone: str = 
     first = lines.get_column("text").head(1).to_list()
     if first and first[0] is not None and "customer" in first[0].lower():
         lines = lines.slice(1)
-    parts = (
-        pl.col("text").str.strip_chars().str.split_by_regex(r"\s+")
-        if hasattr(pl.Expr.str, "split_by_regex")
-        else pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
-    )
+    parts = pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
     df = lines.select(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("row"), parts.alias("f")
     ).with_columns(pl.col("f").list.len().alias("n"))

@@ -21,15 +21,22 @@ and ``cancellation`` events are order lines: ``product_id``, ``variant_id``, ``q
 ``unit_price`` of the rows sharing an ``order_id`` (or ``event_id``) form one event.
 
 How: each row's event JSON is written with Polars expressions over whole columns (fields that are
-empty on a row are left out, so model defaults apply), the whole file is validated in one call of
-pydantic-core's list validator, and refused rows are reported with the field, the column it came
-from and pydantic's reason. The canonical payloads then come from the validated models (one
-``model_dump_json`` per event, in Rust): the generic format trades some speed for running the very
-validation the API runs; the format-specific importers stay fully columnar.
+empty on a row are left out, so model defaults apply), the file is validated in chunks of
+20,000 events by pydantic-core's list validator (the very validation the API runs), and refused
+rows are reported with the field, the column it came from and pydantic's reason; an order refused
+for one line reports its other lines too. The canonical payloads then come from the validated
+models (one ``model_dump_json`` per event, in Rust). This generic path trades speed for that
+validation (parsing runs at about 40,000 rows/s on two cores, against over 500,000 lines/s for the
+fully columnar format-specific importers).
+
+Without an ``event_id`` column, a row's id is ``ev:`` and a BLAKE2 digest of its event JSON (an
+order's is ``ev:<type>:<order_id>``), so importing the same file again reports duplicates; two
+identical rows are one event.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, get_args
 
@@ -37,12 +44,20 @@ import polars as pl
 from pydantic import ValidationError
 
 from concierge.errors import InputError
-from concierge.ingest.importers.base import BadRow, Parsed, empty_parsed, json_value, read_table
+from concierge.ingest.importers.base import (
+    BadRow,
+    Parsed,
+    check_timezone,
+    empty_parsed,
+    json_value,
+    read_table,
+)
 from concierge.ingest.service import event_frames
 from concierge.schema.events import EVENT_TYPES, Event, EventListAdapter
 
 MAPPING_KEYS = {"columns", "constants", "timezone", "timestamp_format", "timestamp_unit"}
 LINE_TYPES = ("purchase", "return", "cancellation")
+VALIDATE_CHUNK = 20_000  # events per pydantic call: a refused row re-validates only its chunk
 LINE_FIELDS = ("product_id", "variant_id", "quantity", "unit_price")
 NUMERIC = {"quantity", "unit_price", "result_count", "price", "total", "value"}
 BOOLEAN = {"granted"}
@@ -91,6 +106,8 @@ def _check_mapping(mapping: dict[str, Any] | None, columns: list[str]) -> dict[s
     unit = mapping.get("timestamp_unit")
     if unit is not None and unit not in ("s", "ms", "us"):
         raise InputError.one("mapping.timestamp_unit", "must be s, ms or us")
+    if mapping.get("timezone") is not None:
+        check_timezone(str(mapping["timezone"]), "mapping.timezone")
     return {
         "columns": cols,
         "constants": consts,
@@ -242,6 +259,64 @@ def _nested(prefix: str, fields: dict[str, pl.Expr]) -> pl.Expr | None:
     return pl.when(body != "").then(pl.lit(f'"{name}":{{') + body + pl.lit("}")).otherwise(None)
 
 
+def _content_ids(objs: pl.Series) -> pl.Series:
+    """``ev:`` and a digest of each event's JSON: the same row gives the same id in any import.
+
+    A cryptographic digest, not ``Expr.hash``, whose values may change between Polars versions
+    (and a re-import after an upgrade would then store every row twice). Two identical rows of
+    a file are one event: the second is reported as a duplicate.
+    """
+    return pl.Series(
+        ["ev:" + hashlib.blake2b(o.encode(), digest_size=16).hexdigest() for o in objs.to_list()],
+        dtype=pl.String,
+    )
+
+
+def _validate(
+    objs: list[str], first_rows: list[int], line_rows: list[list[int]], source: dict[str, str]
+) -> tuple[list[Event], list[BadRow]]:
+    """Validate events (JSON texts) in one call; on failure, report and drop the failed ones.
+
+    An order refused for one of its lines refuses its other lines too (each reported, pointing
+    at the line at fault), so no row disappears without a word.
+    """
+    try:
+        return EventListAdapter.validate_json("[" + ",".join(objs) + "]"), []
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    failed: dict[int, BadRow] = {}
+    for err in errors:
+        loc = [str(p) for p in err["loc"]]
+        i = int(loc[0])
+        if i in failed:
+            continue
+        path_ = [p for p in loc[1:] if p not in EVENT_TYPES]
+        row = first_rows[i]
+        if len(path_) >= 2 and path_[0] == "lines" and path_[1].isdigit():
+            row = line_rows[i][int(path_[1])]
+            path_ = path_[2:]
+        name = ".".join(path_) or "event"
+        origin = source.get(name)
+        label = f"{name} ({origin})" if origin else name
+        reason = err["msg"]
+        problem = (err.get("ctx") or {}).get("error")
+        if problem is not None and hasattr(problem, "field"):
+            label, reason = str(problem.field), str(problem.reason)
+            if label in source:
+                label = f"{label} ({source[label]})"
+        failed[i] = BadRow(row, label, reason)
+    bad = list(failed.values())
+    for i, b in failed.items():
+        bad += [
+            BadRow(r, "order_id", f"another line of this order was refused (row {b.row})")
+            for r in line_rows[i]
+            if r != b.row
+        ]
+    keep = [o for i, o in enumerate(objs) if i not in failed]
+    models = EventListAdapter.validate_json("[" + ",".join(keep) + "]") if keep else []
+    return models, bad
+
+
 def parse(
     path: Path, *, mapping: dict[str, Any] | None = None, timezone: str | None = None
 ) -> Parsed:
@@ -351,9 +426,7 @@ def parse(
     if singles.height:
         s = singles.select("__row", pl.concat_list("__row").alias("__rows"), "__obj")
         if derive:
-            s = s.with_columns(
-                pl.concat_str(pl.lit("ev:"), pl.col("__obj").hash(7).cast(pl.String)).alias("__eid")
-            )
+            s = s.with_columns(_content_ids(s.get_column("__obj")).alias("__eid"))
         parts.append(s)
     if grouped.height:
         g = grouped.select("__row", "__rows", "__obj")
@@ -375,32 +448,15 @@ def parse(
     objs = rows.get_column("__obj").to_list()
     first_rows = rows.get_column("__row").to_list()
     line_rows = rows.get_column("__rows").to_list()
-    try:
-        models = EventListAdapter.validate_json("[" + ",".join(objs) + "]")
-    except ValidationError as exc:
-        failed: dict[int, BadRow] = {}
-        for err in exc.errors(include_url=False):
-            loc = [str(p) for p in err["loc"]]
-            i = int(loc[0])
-            if i in failed:
-                continue
-            path_ = [p for p in loc[1:] if p not in EVENT_TYPES]
-            row = first_rows[i]
-            if len(path_) >= 2 and path_[0] == "lines" and path_[1].isdigit():
-                row = line_rows[i][int(path_[1])]
-                path_ = path_[2:]
-            name = ".".join(path_) or "event"
-            origin = source.get(name)
-            label = f"{name} ({origin})" if origin else name
-            reason = err["msg"]
-            problem = (err.get("ctx") or {}).get("error")
-            if problem is not None and hasattr(problem, "field"):
-                label, reason = str(problem.field), str(problem.reason)
-                if label in source:
-                    label = f"{label} ({source[label]})"
-            failed[i] = BadRow(row, label, reason)
-        bad += list(failed.values())
-        keep = [o for i, o in enumerate(objs) if i not in failed]
-        models = EventListAdapter.validate_json("[" + ",".join(keep) + "]") if keep else []
+    models: list[Event] = []
+    for start in range(0, len(objs), VALIDATE_CHUNK):
+        got, refused_rows = _validate(
+            objs[start : start + VALIDATE_CHUNK],
+            first_rows[start : start + VALIDATE_CHUNK],
+            line_rows[start : start + VALIDATE_CHUNK],
+            source,
+        )
+        models += got
+        bad += refused_rows
     events, items = event_frames(models)
     return Parsed(events, items, [], sorted(bad, key=lambda b: b.row), n)
