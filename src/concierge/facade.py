@@ -181,14 +181,21 @@ class Concierge:
         """
         return self._ingestor.append(events, now_us=self._now_us())
 
-    def apply_pending(self) -> int:
-        """Bring identities and profiles up to the log; returns how many events it applied."""
+    def apply_pending(self, *, rounds: int | None = None, limit: int = 50_000) -> int:
+        """Bring identities and profiles up to the log; returns how many events it applied.
+
+        Each round is one transaction of at most ``limit`` events; ``rounds`` caps how many
+        (``None``: until nothing is pending).
+        """
         done = 0
-        while True:
-            n = self._ingestor.apply_pending(now_us=self._now_us())
+        n_round = 0
+        while rounds is None or n_round < rounds:
+            n = self._ingestor.apply_pending(now_us=self._now_us(), limit=limit)
             done += n
+            n_round += 1
             if n == 0:
-                return done
+                break
+        return done
 
     def pending(self) -> int:
         """Logged events that profiles do not count yet (0 outside the API's short lag)."""

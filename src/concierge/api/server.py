@@ -8,6 +8,7 @@ writers are serialised by an advisory lock inside the ingest transaction).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -21,6 +22,12 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     # The ingest threads hold the GIL in bursts of Python work; a shorter switch interval than
     # the default 5 ms keeps the event loop answering (measured: p99 of single-event requests).
     sys.setswitchinterval(0.0005)
+    # Fewer, cheaper collections: the long-lived objects of the app (models, catalog, modules)
+    # are frozen out of the collector, and young generations are collected less often; a full
+    # collection over a large heap was a source of tail latency (measured, p99).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     if workers > 1:
         os.environ["CONCIERGE_DATABASE_URL"] = settings.database_url
         uvicorn.run(

@@ -55,6 +55,7 @@ class GroupCommitter:
         self.concierge = concierge
         self.max_events = max_events
         self.apply_delay = apply_delay
+        self.apply_round = 500
         self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task[None] | None = None
         self._applier: asyncio.Task[None] | None = None
@@ -102,7 +103,11 @@ class GroupCommitter:
             self._dirty.clear()
             generation = self._generation
             try:
-                await asyncio.to_thread(self.concierge.apply_pending)
+                # short rounds, so appends (which answer requests) are never queued long
+                while await asyncio.to_thread(
+                    self.concierge.apply_pending, rounds=1, limit=self.apply_round
+                ):
+                    pass
             except Exception:  # retried on the next round; the log is intact
                 log.exception("applying logged events to profiles failed")
                 await asyncio.sleep(0.5)
