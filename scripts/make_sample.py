@@ -47,7 +47,7 @@ def main() -> None:
         .otherwise(pl.col("CustomerID").is_in(customers))
     )
     with gzip.GzipFile(TARGET, "wb", mtime=0) as fh:  # mtime 0: byte-identical on rerun
-        sample.write_csv(fh)
+        fh.write(sample.write_csv().encode())
     n_customers = sample.get_column("CustomerID").drop_nulls().n_unique()
     n_guests = sample.filter(guest).get_column("InvoiceNo").n_unique()
     print(  # noqa: T201

@@ -52,6 +52,8 @@ def test_online_retail_sample_imports_with_cancellations_guests_and_bad_rows(
         report = import_file(c, "online-retail", SAMPLE)
         assert report.rows == 68_460 and report.accepted == parsed.events.height
         assert report.duplicates == 0 and report.products > 1000
+        post = {p.product_id: p for p in parsed.products}["POST"]
+        assert post.active is False and post.category == ["non-merchandise"]
         types = parsed.events.get_column("type").value_counts()
         n = dict(types.iter_rows())
         # 692 customers; 5 are in "Unspecified", "European Community" or "Channel Islands"

@@ -21,19 +21,22 @@ Rows refused, with the field and the reason (the rest of the file is imported):
   accounting entries, not sales);
 * a negative quantity outside a ``C`` invoice (the file's 1,336 stock write-offs: damaged,
   lost, "?", all without a customer and priced 0), or a positive one inside a ``C`` invoice;
-* a unit price of 0 on a line without a customer (the file's 1,139 such lines are stock found,
+* a unit price of 0 on a sale line without a customer (the file's 1,139 such lines are stock found,
   checked or adjusted; 762 of their 785 invoices have no priced line at all, and importing them
   would invent guest orders worth nothing);
 * the lines of an invoice longer than an order may be (10,000 lines).
 
 So the full file gives 2,477 refused rows. A unit price of 0 on a customer's line is kept (the
 file's 40 such lines are free items in real orders).
-Non-product codes (``POST`` postage, ``M`` manual, ``D`` discount, ``BANK CHARGES``) are kept as
-lines of their invoice: they are what the customer paid. ``InvoiceDate`` is local UK time
-(``timezone`` says otherwise); in the repeated hour when clocks go back, the earlier (summer)
-reading is taken. Both column namings are accepted: ``InvoiceNo, UnitPrice, CustomerID``
-(Online Retail) and ``Invoice, Price, Customer ID`` (Online Retail II); Parquet copies that hold
-ids as floats are read too.
+
+Non-merchandise codes (``POST`` postage, ``M`` manual, ``D`` discount, ``BANK CHARGES``, gift
+vouchers...) are kept as lines of their invoice, since they are what the customer paid, but their
+catalog products are inactive, in category ``non-merchandise``, so nothing recommends postage.
+
+``InvoiceDate`` is local UK time (``timezone`` says otherwise); in the repeated hour when clocks
+go back, the earlier (summer) reading is taken. Both column namings are accepted: ``InvoiceNo,
+UnitPrice, CustomerID`` (Online Retail) and ``Invoice, Price, Customer ID`` (Online Retail II);
+Parquet copies that hold ids as floats, or real timestamps, are read too.
 
 Speed: everything is Polars expressions over whole columns (one pass for the typed columns and
 the refusal flag, reasons worked out for refused rows only, then items, orders, identify events
@@ -75,6 +78,11 @@ ALIASES = {
     "customer": ("CustomerID", "Customer ID"),
     "country": ("Country",),
 }
+# stock codes that are not goods: postage, carriage, manual entries, discounts, samples, bad
+# debt, fees, a charity commission (and gift vouchers, ``gift_0001_<value>``)
+NOT_MERCHANDISE = frozenset(
+    {"POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK"}
+)
 DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M")
 
 # the country names of the UCI files → ISO 3166-1 alpha-2 (names with no code are left out)
@@ -158,6 +166,15 @@ def parse(
         items=frames.conform(items, frames.ITEMS_SCHEMA),
         products=[
             Product(product_id=s, title=t, price=p, currency=CURRENCY)
+            if s not in NOT_MERCHANDISE and not s.startswith("gift_")
+            else Product(
+                product_id=s,
+                title=t,
+                price=p,
+                currency=CURRENCY,
+                category=["non-merchandise"],
+                active=False,
+            )
             for s, t, p in products.iter_rows()
         ],
         bad_rows=to_bad_list(refused),
