@@ -33,16 +33,11 @@ from concierge.ingest import identity
 from concierge.ingest.service import Ingestor, IngestResult, write_profiles
 from concierge.profiles import doc as pdoc
 from concierge.profiles import view as pview
-from concierge.profiles.rebuild import (
-    EVENT_COLUMNS,
-    ITEM_COLUMNS,
-    Progress,
-    RebuildResult,
-    rebuild,
-)
+from concierge.profiles.rebuild import Progress, RebuildResult, rebuild
 from concierge.schema.catalog import PriceUpdate, Product, StockUpdate
 from concierge.schema.events import ERASED_PREFIX, Event, EventAdapter
 from concierge.settings import Settings, load_settings
+from concierge.store import log as eventlog
 from concierge.store import tables as t
 from concierge.store.engine import Store
 
@@ -426,29 +421,8 @@ class Concierge:
             )
             conn.execute(delete(t.profiles).where(t.profiles.c.person_id == person))
             # the pseudonym's profile, recomputed from the scrubbed log (what a rebuild gives)
-            ev = pl.read_database(
-                select(
-                    t.events.c.event_id,
-                    t.events.c.type,
-                    t.events.c.customer_id,
-                    t.events.c.anonymous_id,
-                    t.events.c.ts_us,
-                    t.events.c.payload,
-                )
-                .where(t.events.c.customer_id == pseudonym)
-                .order_by(t.events.c.seq),
-                conn,
-                schema_overrides=EVENT_COLUMNS,
-            ).with_columns(pl.lit(pseudonym).alias("person_id"))
-            items = pl.read_database(
-                select(t.event_items).where(
-                    t.event_items.c.event_id.in_(
-                        select(t.events.c.event_id).where(t.events.c.customer_id == pseudonym)
-                    )
-                ),
-                conn,
-                schema_overrides=ITEM_COLUMNS,
-            )
+            ev, items = eventlog.read(conn, t.events.c.customer_id == pseudonym)
+            ev = ev.drop("seq").with_columns(pl.lit(pseudonym).alias("person_id"))
             docs = pdoc.aggregate(ev, items, half_life_days=self.settings.affinity_half_life_days)
             write_profiles(conn, self.store, docs, now_us=now)
             conn.execute(

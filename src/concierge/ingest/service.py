@@ -33,6 +33,7 @@ from concierge.errors import FieldError, InputError
 from concierge.ingest import frames, identity
 from concierge.profiles import doc as pdoc
 from concierge.schema.events import ANON_PREFIX, Event
+from concierge.store import log as eventlog
 from concierge.store import tables as t
 from concierge.store.engine import Store
 
@@ -171,36 +172,10 @@ class Ingestor:
         applied = self._applied(conn, top)
         if applied >= top:
             return 0
-        q = (
-            select(
-                t.events.c.seq,
-                t.events.c.event_id,
-                t.events.c.type,
-                t.events.c.customer_id,
-                t.events.c.anonymous_id,
-                t.events.c.ts_us,
-                t.events.c.payload,
-            )
-            .where(t.events.c.seq > applied)
-            .order_by(t.events.c.seq)
-        )
-        if limit is not None:
-            q = q.limit(limit)
-        ev = pl.read_database(q, conn, schema_overrides={"seq": pl.Int64, **frames.EVENTS_SCHEMA})
+        ev, items = eventlog.read(conn, t.events.c.seq > applied, limit=limit)
         if ev.height == 0:
             return 0
         last = int(ev.get_column("seq").max())  # type: ignore[arg-type]
-        items = pl.read_database(
-            select(t.event_items).where(
-                t.event_items.c.event_id.in_(
-                    select(t.events.c.event_id).where(
-                        t.events.c.seq > applied, t.events.c.seq <= last
-                    )
-                )
-            ),
-            conn,
-            schema_overrides={**frames.ITEMS_SCHEMA, "facets": pl.String()},
-        )
         self._apply(conn, ev.drop("seq"), items, now_us=now_us)
         self.store.set_meta(conn, APPLIED, str(last))
         return ev.height

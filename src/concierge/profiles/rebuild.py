@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import polars as pl
 from sqlalchemy import Connection, delete, func, select
 
-from concierge.ingest import frames, identity
+from concierge.ingest import identity
 from concierge.ingest.service import APPLIED, write_profiles
 from concierge.profiles import doc as pdoc
+from concierge.store import log as eventlog
 from concierge.store import tables as t
 from concierge.store.engine import Store
 
@@ -32,38 +33,10 @@ class RebuildResult:
     identities: int
 
 
-# full schemas, so an empty or all-null column still has its type
-EVENT_COLUMNS: dict[str, pl.DataType] = dict(frames.EVENTS_SCHEMA)
-ITEM_COLUMNS: dict[str, pl.DataType] = {**frames.ITEMS_SCHEMA, "facets": pl.String()}
-
-
 def read_log(conn: Connection) -> tuple[pl.DataFrame, pl.DataFrame]:
-    ev = pl.read_database(
-        select(
-            t.events.c.event_id,
-            t.events.c.type,
-            t.events.c.customer_id,
-            t.events.c.anonymous_id,
-            t.events.c.ts_us,
-            t.events.c.payload,
-        ).order_by(t.events.c.seq),
-        conn,
-        schema_overrides=EVENT_COLUMNS,
-    )
-    items = pl.read_database(
-        select(
-            t.event_items.c.event_id,
-            t.event_items.c.line,
-            t.event_items.c.product_id,
-            t.event_items.c.variant_id,
-            t.event_items.c.quantity,
-            t.event_items.c.unit_price,
-            t.event_items.c.facets,
-        ),
-        conn,
-        schema_overrides=ITEM_COLUMNS,
-    )
-    return ev, items
+    """The whole log (events in log order, items with facets)."""
+    ev, items = eventlog.read(conn)
+    return ev.drop("seq"), items
 
 
 def compute(
