@@ -73,3 +73,35 @@ def test_keys_create_list_revoke(db_url: str) -> None:
         assert c.authenticate(made["secret"]) is None
     bad = run("keys", "create", "x", "--role", "superuser", "--db", db_url, "--json", code=2)
     assert bad["detail"][0]["field"] == "role"
+
+
+FEED_CSV = """product_id,title,brand,category,department,price,currency,colour,images,attributes,variant_id,size,stock,seller_id,condition,one_of_a_kind
+p1,Gel Nimbus,Asics,Shoes > Running,men,150,EUR,blue,https://i/p1.jpg|https://i/p1b.jpg,drop: 8 mm; pronation: neutral,p1-42,42,3,,,
+p1,,,,,,,,,,p1-43,43,0,,,
+p2,Trail Pro,Hoka,Shoes / Trail,women,-5,EUR,red,,,,,,,,
+L1,Pre-owned Speedgoat,Hoka,Shoes > Trail,women,60,EUR,black,,,L1-39,39,1,bob,good,true
+"""
+
+
+def test_catalog_feed_import_csv_and_json(db_url: str, tmp_path: Any) -> None:
+    feed = tmp_path / "feed.csv"
+    feed.write_text(FEED_CSV)
+    out = run("catalog", "import", str(feed), "--db", db_url, "--json")
+    assert (out["rows"], out["products"], out["created"]) == (4, 2, 2)
+    assert out["bad_rows"] == [{"row": 3, "field": "price", "reason": out["bad_rows"][0]["reason"]}]
+    with Concierge(db_url) as c:
+        p1 = c.product("p1")
+        assert p1.category == ["Shoes", "Running"] and len(p1.images) == 2
+        assert p1.attributes == {"drop": "8 mm", "pronation": "neutral"}
+        assert [(v.size, v.stock) for v in p1.variants] == [("42", 3), ("43", 0)]
+        assert c.available("p1", size="42") and not c.available("p1", size="43")
+        listing = c.product("L1")
+        assert listing.seller_id == "bob" and listing.one_of_a_kind and listing.condition == "good"
+    strict = run("catalog", "import", str(feed), "--strict", "--db", db_url, "--json", code=1)
+    assert strict["refused"] is True
+    js = tmp_path / "feed.json"
+    js.write_text(json.dumps({"products": [shoe("p9"), {**shoe("p10"), "currency": "usd"}]}))
+    out = run("catalog", "import", str(js), "--db", db_url, "--json")
+    assert out["products"] == 1 and out["bad_rows"][0]["field"] == "currency"
+    with Concierge(db_url) as c:
+        assert c.product("p9").brand == "Asics"

@@ -231,6 +231,22 @@ class Concierge:
         if bad:
             raise InputError(bad)
 
+    def import_catalog(self, path: Path, *, strict: bool = False) -> dict[str, Any]:
+        """Products from a JSON, JSON-lines, CSV or Parquet feed (see
+        :mod:`concierge.catalog.feeds`); refused products are reported by row, field, reason."""
+        from concierge.catalog.feeds import FeedReport, read_feed, validate_feed
+
+        raw, n_rows = read_feed(path)
+        products, bad = validate_feed(raw)
+        report = FeedReport(path=str(path), rows=n_rows, bad_rows=bad)
+        if not (strict and bad):
+            for i in range(0, len(products), 5_000):
+                counts = self.upsert_products(products[i : i + 5_000])
+                report.created += counts.get("created", 0)
+                report.updated += counts.get("updated", 0)
+            report.products = len(products)
+        return report.as_dict() | {"refused": bool(strict and bad)}
+
     def set_stock(self, updates: Sequence[StockUpdate | dict[str, Any]]) -> dict[str, int]:
         models = _validated(StockUpdate, updates)
         with self.store.write() as conn:

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys (admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+catalog_app = typer.Typer(help="The catalog: product feeds.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
 
 err = Console(stderr=True)
 out = Console()
@@ -322,6 +324,38 @@ def _demo_banner(report: dict[str, Any], host: str, port: int, serving: bool) ->
             f"{base}/v1/customers/{report['example_customer']}",
         ]
     return "\n".join(lines)
+
+
+@catalog_app.command("import")
+def catalog_import(
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help=".json, .jsonl, .csv or .parquet feed."),
+    ],
+    strict: Annotated[bool, typer.Option(help="Import nothing when any product is bad.")] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import products (with variants, stock, listings) from a catalog feed."""
+    c = _open(db)
+    try:
+        report = c.import_catalog(path, strict=strict)
+    except ConciergeError as exc:
+        _fail(exc, as_json)
+    finally:
+        c.close()
+    if as_json:
+        _emit(True, report)
+    else:
+        out.print(
+            f"{report['rows']:,} rows: {report['products']:,} products "
+            f"({report['created']:,} new, {report['updated']:,} updated), "
+            f"{len(report['bad_rows']):,} bad"
+        )
+        for bad in report["bad_rows"][:20]:
+            out.print(f"  row {bad['row']}: {bad['field']}: {bad['reason']}")
+    if report["refused"]:
+        raise typer.Exit(1)
 
 
 @keys_app.command("create")
