@@ -256,6 +256,8 @@ def simulate(
             report = load_simulation(
                 c, shoppers=shoppers, days=days, seed=seed, truth_path=truth, progress=progress
             )
+    except ConciergeError as exc:
+        _fail(exc, as_json)
     finally:
         c.close()
     _emit(
