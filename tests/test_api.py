@@ -216,3 +216,81 @@ def test_size_limits_and_media_type(cg: Concierge) -> None:
         )
         assert r.status_code == 415 and fields(r) == ["content-type"]
     assert cg.stats()["events"] == 0
+
+
+def test_small_api_appends_match_the_library_path(cg: Concierge, tmp_path: Any) -> None:
+    """The API's Python append path stores the same items, facets and profiles as ingest."""
+    products = [
+        shoe("p1"),
+        shoe("p2", brand="Nike", price=64.0, sizes=("41",)),
+        {**shoe("p3", price=8.0), "attributes": {}, "colour": None},
+    ]
+    events = [
+        {
+            "type": "view",
+            "event_id": "v1",
+            "customer_id": "ann",
+            "product_id": "p1",
+            "variant_id": "p1-42",
+            "timestamp": at(0),
+        },
+        {
+            "type": "view",
+            "event_id": "v2",
+            "anonymous_id": "d9",
+            "product_id": "p404",
+            "timestamp": at(0, 1),
+        },
+        {
+            "type": "add_to_cart",
+            "event_id": "a1",
+            "customer_id": "ann",
+            "product_id": "p2",
+            "variant_id": "p2-41",
+            "unit_price": 32.0,
+            "timestamp": at(0, 2),
+        },
+        purchase("o1", "ann", 1, [("p2", 1, 64.0), ("p3", 3, 8.0)]),
+        {
+            "type": "list_item",
+            "event_id": "l1",
+            "customer_id": "ann",
+            "listing_id": "L1",
+            "product_id": "p1",
+            "price": 70.0,
+            "currency": "EUR",
+            "timestamp": at(2),
+        },
+    ]
+    other = Concierge(f"sqlite:///{tmp_path / 'lib.db'}", clock=cg.clock)
+    for c in (cg, other):
+        c.upsert_products(products)
+    cg.append_events(Concierge.validate_events(events))
+    assert cg.pending() == 5
+    cg.apply_pending()
+    other.ingest(events)
+    query = (
+        "SELECT event_id, line, product_id, variant_id, quantity, unit_price, facets "
+        "FROM event_items ORDER BY event_id, line"
+    )
+    with cg.store.read() as a, other.store.read() as b:
+        assert list(a.exec_driver_sql(query)) == list(b.exec_driver_sql(query))
+    assert cg.profile_docs() == other.profile_docs()
+    other.close()
+
+
+def test_a_refused_request_does_not_fail_its_group(api: Any, cg: Concierge) -> None:
+    client, keys = api
+    client.put("/v1/products", json=[shoe("p1")], headers=keys["ingest"])  # the store is EUR
+    import concurrent.futures
+
+    good = [purchase(f"g{i}", "ann", 1, [("p1", 1, 10.0)]) for i in range(10)]
+    bad = {**purchase("b1", "bob", 1, [("p1", 1, 10.0)]), "currency": "USD"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [
+            pool.submit(client.post, "/v1/events", json=e, headers=keys["ingest"])
+            for e in [*good[:5], bad, *good[5:]]
+        ]
+        codes = [f.result().status_code for f in futures]
+    assert codes.count(200) == 10 and codes.count(422) == 1
+    assert cg.stats()["events"] == 10

@@ -279,7 +279,10 @@ def create_app(settings: Settings | None = None, concierge: Concierge | None = N
                 for e in exc.errors
             ]
             raise ApiError(422, "invalid_input", "invalid events", fields) from exc
-        outcome = await committer.submit(events)
+        try:
+            outcome = await committer.submit(events)
+        except InputError as exc:  # refused by the store (e.g. another currency)
+            raise ApiError(422, "invalid_input", str(exc), list(exc.errors)) from exc
         return {"accepted": outcome.accepted, "duplicates": outcome.duplicates}
 
     @app.post("/v1/events", tags=["events"], status_code=200)

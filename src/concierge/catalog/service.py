@@ -402,6 +402,45 @@ def item_facets(conn: Connection, items: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(facets.alias("facets")).drop("pfacets", "pprice", "size")
 
 
+def item_facets_rows(conn: Connection, items: Sequence[tuple[Any, ...]]) -> list[str]:
+    """:func:`item_facets` for a few ITEMS rows, in plain Python (the API's single events).
+
+    The same catalog reads and the same rule; ``tests/test_core.py`` checks that both give the
+    same facets.
+    """
+    pids = sorted({r[2] for r in items})
+    prod: dict[str, tuple[str, float]] = {}
+    size_of: dict[tuple[str, str], str] = {}
+    for chunk in _chunks(pids):
+        for pid, facets, price in conn.execute(
+            select(t.products.c.product_id, t.products.c.facets, t.products.c.price).where(
+                t.products.c.product_id.in_(chunk)
+            )
+        ):
+            prod[pid] = (facets, price)
+        for pid, vid, size in conn.execute(
+            select(t.variants.c.product_id, t.variants.c.variant_id, t.variants.c.size).where(
+                t.variants.c.product_id.in_(chunk), t.variants.c.size.is_not(None)
+            )
+        ):
+            size_of[(pid, vid)] = size
+    out = []
+    for _eid, _line, pid, vid, _qty, unit_price in items:
+        parts = []
+        p = prod.get(pid)
+        if p is not None and p[0] != "":
+            parts.append(p[0])
+        size = size_of.get((pid, vid)) if vid is not None else None
+        if size is not None:
+            parts.append("size=" + size.replace("|", "/"))
+        if p is not None:
+            band = price_band(unit_price if unit_price is not None else p[1])
+            if band is not None:
+                parts.append("price=" + band)
+        out.append("|".join(parts))
+    return out
+
+
 def _price_band_expr(price: pl.Expr) -> pl.Expr:
     lo = (2.0 ** price.log(2).floor()).cast(pl.Int64)
     return (

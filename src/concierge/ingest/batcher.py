@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from concierge.errors import InputError
 from concierge.schema.events import Event
 
 if TYPE_CHECKING:
@@ -94,6 +95,21 @@ class GroupCommitter:
         async with self._applied:
             await self._applied.wait_for(lambda: self._applied_generation >= target)
 
+    async def _one_by_one(self, group: list[_Request]) -> None:
+        for req in group:
+            try:
+                result = await asyncio.to_thread(self.concierge.append_events, req.events)
+            except Exception as exc:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+                continue
+            self.groups += 1
+            self._generation += 1
+            assert self._dirty is not None
+            self._dirty.set()
+            if not req.future.done():
+                req.future.set_result(_split([req], result.duplicates)[0])
+
     async def _apply(self) -> None:
         assert self._dirty is not None and self._applied is not None
         while True:
@@ -139,6 +155,11 @@ class GroupCommitter:
             events = [e for req in group for e in req.events]
             try:
                 result = await asyncio.to_thread(self.concierge.append_events, events)
+            except InputError:
+                # one request's events were refused by the store (a currency, say): retry the
+                # requests one by one, so only that request fails
+                await self._one_by_one(group)
+                continue
             except Exception as exc:  # the whole group failed: nothing of it is stored
                 log.exception("group commit of %d events failed", len(events))
                 for req in group:
