@@ -30,7 +30,7 @@ from concierge.catalog import service as catalog
 from concierge.clock import Clock, SystemClock, from_us, to_us
 from concierge.errors import FieldError, FieldProblem, InputError, NotFoundError
 from concierge.ingest import identity
-from concierge.ingest.service import Ingestor, IngestResult, write_profiles
+from concierge.ingest.service import Ingestor, IngestResult, bump_epoch, write_profiles
 from concierge.profiles import doc as pdoc
 from concierge.profiles import view as pview
 from concierge.profiles.rebuild import Progress, RebuildResult, rebuild
@@ -444,6 +444,7 @@ class Concierge:
             conn.execute(
                 t.erasures.insert().values(pseudonym=pseudonym, erased_us=now, n_events=len(rows))
             )
+            bump_epoch(conn, self.store)
         return {"erased": True, "events_scrubbed": len(rows), "pseudonym": pseudonym}
 
     # -- derived data ----------------------------------------------------------------------

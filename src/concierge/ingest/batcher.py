@@ -56,7 +56,7 @@ class GroupCommitter:
         self.concierge = concierge
         self.max_events = max_events
         self.apply_delay = apply_delay
-        self.apply_round = 500
+        self.apply_round = 5_000
         self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task[None] | None = None
         self._applier: asyncio.Task[None] | None = None

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 500
 SMALL = 256  # batches up to this size are appended without Polars
+EPOCH = "profiles_epoch"  # meta key: bumped by every change to profiles outside the applier
 APPLIED = "applied_seq"  # meta key: the last log sequence counted in identities and profiles
 PRICED = ("purchase", "return", "cancellation", "list_item", "sale")
 
@@ -195,10 +196,40 @@ class Ingestor:
         return result
 
     def apply_pending(self, *, now_us: int, limit: int = 50_000) -> int:
-        """Apply logged events past the watermark to identities and profiles; how many."""
+        """Apply logged events past the watermark to identities and profiles; how many.
+
+        The heavy part (reading the log, stitching, aggregating) runs in a read transaction,
+        outside the writers' lock, so appends go on meanwhile; the write transaction then
+        checks that the watermark has not moved (else another applier got there first and this
+        round is dropped: 0) and merges the result.
+        """
+        with self.store.read() as conn:
+            top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+            applied = self._applied(conn, top)
+            if applied >= top:
+                return 0
+            ev, items = eventlog.read(conn, t.events.c.seq > applied, limit=limit)
+            if ev.height == 0:
+                return 0
+            last = int(ev.get_column("seq").max())  # type: ignore[arg-type]
+            logged = ev.drop("seq")
+            graph = identity.load(conn, identity.aliases_of(logged))
+            epoch = self.store.get_meta(conn, EPOCH)
+            people = identity.apply(graph, logged)
+            deltas = pdoc.aggregate(people, items, half_life_days=self.half_life_days)
+            merged, gone = self._merged(conn, graph, deltas)
+        rows = profile_rows(merged, now_us=now_us)
         with self.store.write() as conn:
             self.store.lock_writers(conn)
-            return self._apply_pending(conn, now_us=now_us, limit=limit)
+            now_top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
+            if self._applied(conn, now_top) != applied or self.store.get_meta(conn, EPOCH) != epoch:
+                return 0  # profiles changed meanwhile (another applier, an erasure, a rebuild)
+            if gone:
+                conn.execute(delete(t.profiles).where(t.profiles.c.person_id.in_(gone)))
+            upsert_profile_rows(conn, self.store, rows)
+            identity.save(conn, graph, self.store.insert(t.identities), now_us)
+            self.store.set_meta(conn, APPLIED, str(last))
+        return ev.height
 
     def ensure_watermark(self) -> None:
         """Record the watermark of a store that has none yet (a new one, or one from before
@@ -338,6 +369,16 @@ class Ingestor:
         *,
         now_us: int,
     ) -> None:
+        out, gone = self._merged(conn, graph, deltas)
+        if gone:
+            conn.execute(delete(t.profiles).where(t.profiles.c.person_id.in_(gone)))
+        write_profiles(conn, self.store, out, now_us=now_us)
+
+    def _merged(
+        self, conn: Connection, graph: identity.IdentityGraph, deltas: dict[str, pdoc.Doc]
+    ) -> tuple[dict[str, pdoc.Doc], list[str]]:
+        """The profiles after this batch (stored + deltas, merges followed), and the profiles
+        of people merged away."""
         losers = {loser for loser, _ in graph.merges}
         targets = {graph.resolve(loser) for loser in losers}
         wanted = sorted(set(deltas) | losers | targets)
@@ -366,17 +407,24 @@ class Ingestor:
                 continue
             target = graph.resolve(loser)
             out[target] = pdoc.merge(out[target], doc) if target in out else doc
-        if gone:
-            conn.execute(delete(t.profiles).where(t.profiles.c.person_id.in_(gone)))
-        write_profiles(conn, self.store, out, now_us=now_us)
+        return out, gone
+
+
+def bump_epoch(conn: Connection, store: Store) -> None:
+    """Mark that profiles changed outside the applier (erasure, rebuild): an applier round
+    computed before this is dropped and done again."""
+    old = store.get_meta(conn, EPOCH)
+    store.set_meta(conn, EPOCH, str(int(old or 0) + 1))
 
 
 def write_profiles(
     conn: Connection, store: Store, docs: dict[str, pdoc.Doc], *, now_us: int
 ) -> None:
-    if not docs:
-        return
-    rows = [
+    upsert_profile_rows(conn, store, profile_rows(docs, now_us=now_us))
+
+
+def profile_rows(docs: dict[str, pdoc.Doc], *, now_us: int) -> list[dict[str, Any]]:
+    return [
         {
             "person_id": pid,
             "known": not pid.startswith(ANON_PREFIX),
@@ -386,6 +434,11 @@ def write_profiles(
         }
         for pid, d in docs.items()
     ]
+
+
+def upsert_profile_rows(conn: Connection, store: Store, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     ins = store.insert(t.profiles)
     conn.execute(
         ins.on_conflict_do_update(

@@ -15,7 +15,7 @@ import polars as pl
 from sqlalchemy import Connection, delete, func, select
 
 from concierge.ingest import identity
-from concierge.ingest.service import APPLIED, write_profiles
+from concierge.ingest.service import APPLIED, bump_epoch, write_profiles
 from concierge.profiles import doc as pdoc
 from concierge.store import log as eventlog
 from concierge.store import tables as t
@@ -69,5 +69,6 @@ def rebuild(
         write_profiles(conn, store, docs, now_us=now_us)
         top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
         store.set_meta(conn, APPLIED, str(top))  # everything logged is now counted
+        bump_epoch(conn, store)
     step("done", 1.0)
     return RebuildResult(events=n_events, people=len(docs), identities=len(graph.changed))
