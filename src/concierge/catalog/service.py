@@ -22,7 +22,7 @@ from sqlalchemy import Connection, and_, select, update
 from concierge.errors import InputError, NotFoundError
 from concierge.schema.catalog import PriceUpdate, Product, StockUpdate, Variant
 from concierge.store import tables as t
-from concierge.store.engine import Store
+from concierge.store.engine import Store, among
 
 CHUNK = 500  # ids per IN (...) query
 
@@ -358,20 +358,21 @@ def item_facets(conn: Connection, items: pl.DataFrame) -> pl.DataFrame:
     pids = items.get_column("product_id").unique().to_list()
     prod: list[tuple[str, str, float]] = []
     var: list[tuple[str, str, str | None]] = []
-    for chunk in _chunks(pids):
+    for clause in among(conn, t.products.c.product_id, pids):
         prod += [
             tuple(r)
             for r in conn.execute(
                 select(t.products.c.product_id, t.products.c.facets, t.products.c.price).where(
-                    t.products.c.product_id.in_(chunk)
+                    clause
                 )
             )
         ]
+    for clause in among(conn, t.variants.c.product_id, pids):
         var += [
             tuple(r)
             for r in conn.execute(
                 select(t.variants.c.product_id, t.variants.c.variant_id, t.variants.c.size).where(
-                    t.variants.c.product_id.in_(chunk), t.variants.c.size.is_not(None)
+                    clause, t.variants.c.size.is_not(None)
                 )
             )
         ]
@@ -411,16 +412,15 @@ def item_facets_rows(conn: Connection, items: Sequence[tuple[Any, ...]]) -> list
     pids = sorted({r[2] for r in items})
     prod: dict[str, tuple[str, float]] = {}
     size_of: dict[tuple[str, str], str] = {}
-    for chunk in _chunks(pids):
+    for clause in among(conn, t.products.c.product_id, pids):
         for pid, facets, price in conn.execute(
-            select(t.products.c.product_id, t.products.c.facets, t.products.c.price).where(
-                t.products.c.product_id.in_(chunk)
-            )
+            select(t.products.c.product_id, t.products.c.facets, t.products.c.price).where(clause)
         ):
             prod[pid] = (facets, price)
+    for clause in among(conn, t.variants.c.product_id, pids):
         for pid, vid, size in conn.execute(
             select(t.variants.c.product_id, t.variants.c.variant_id, t.variants.c.size).where(
-                t.variants.c.product_id.in_(chunk), t.variants.c.size.is_not(None)
+                clause, t.variants.c.size.is_not(None)
             )
         ):
             size_of[(pid, vid)] = size

@@ -36,7 +36,7 @@ from concierge.profiles import doc as pdoc
 from concierge.schema.events import ANON_PREFIX, Event
 from concierge.store import log as eventlog
 from concierge.store import tables as t
-from concierge.store.engine import Store
+from concierge.store.engine import Store, among
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,8 @@ class Ingestor:
                 first.append(e)
         ids = [e.event_id for e in first]
         existing: set[str] = set()
-        for i in range(0, len(ids), CHUNK):
-            existing.update(
-                conn.execute(
-                    select(t.events.c.event_id).where(t.events.c.event_id.in_(ids[i : i + CHUNK]))
-                ).scalars()
-            )
+        for clause in among(conn, t.events.c.event_id, ids):
+            existing.update(conn.execute(select(t.events.c.event_id).where(clause)).scalars())
         if existing:
             result.duplicates += [i for i in ids if i in existing]
             first = [e for e in first if e.event_id not in existing]
@@ -309,12 +305,8 @@ class Ingestor:
         unique = unique.drop("index")
         ids = unique.get_column("event_id").to_list()
         existing: set[str] = set()
-        for i in range(0, len(ids), CHUNK):
-            existing.update(
-                conn.execute(
-                    select(t.events.c.event_id).where(t.events.c.event_id.in_(ids[i : i + CHUNK]))
-                ).scalars()
-            )
+        for clause in among(conn, t.events.c.event_id, ids):
+            existing.update(conn.execute(select(t.events.c.event_id).where(clause)).scalars())
         if existing:
             result.duplicates += [i for i in ids if i in existing]
             unique = unique.filter(~pl.col("event_id").is_in(list(existing)))
@@ -383,11 +375,9 @@ class Ingestor:
         targets = {graph.resolve(loser) for loser in losers}
         wanted = sorted(set(deltas) | losers | targets)
         stored: dict[str, pdoc.Doc] = {}
-        for i in range(0, len(wanted), CHUNK):
+        for clause in among(conn, t.profiles.c.person_id, wanted):
             for pid, text in conn.execute(
-                select(t.profiles.c.person_id, t.profiles.c.doc).where(
-                    t.profiles.c.person_id.in_(wanted[i : i + CHUNK])
-                )
+                select(t.profiles.c.person_id, t.profiles.c.doc).where(clause)
             ):
                 stored[pid] = pdoc.loads(text)
         out: dict[str, pdoc.Doc] = {}

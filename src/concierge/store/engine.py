@@ -10,14 +10,25 @@ process and of the machine: an acknowledged event is on disk.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -66,6 +77,19 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
     return create_engine(url, poolclass=NullPool)
+
+
+def among(conn: Connection, column: Any, values: Sequence[str]) -> Iterator[Any]:
+    """Where-clauses selecting rows whose ``column`` is one of ``values``: one ``= ANY(array)``
+    on PostgreSQL (one parameter, one cached statement), ``IN`` chunks on SQLite (its limit on
+    parameters)."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        yield column == any_(bindparam("among", value=list(values), type_=ARRAY(String)))
+        return
+    for i in range(0, len(values), 500):
+        yield column.in_(values[i : i + 500])
 
 
 class Store:
