@@ -38,7 +38,7 @@ PG_URL = os.environ.get(
     "CONCIERGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 DURATION = int(os.environ.get("BENCH_HTTP_SECONDS", "10"))
-CONNECTIONS = int(os.environ.get("BENCH_HTTP_CONNECTIONS", "32"))  # single-event load
+CONNECTIONS = int(os.environ.get("BENCH_HTTP_CONNECTIONS", "24"))  # single-event load
 
 BARE_APP = textwrap.dedent(
     """

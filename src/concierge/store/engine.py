@@ -75,7 +75,15 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # no server-side prepared statements: their generic plans for ``= ANY($1)`` scan the
+        # events table instead of using its index (measured: 5x slower ingest)
+        return create_engine(
+            url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args={"prepare_threshold": None},
+        )
     return create_engine(url, poolclass=NullPool)
 
 
