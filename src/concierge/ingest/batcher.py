@@ -103,12 +103,7 @@ class GroupCommitter:
                 if not req.future.done():
                     req.future.set_exception(exc)
                 continue
-            self.groups += 1
-            self._generation += 1
-            assert self._dirty is not None
-            self._dirty.set()
-            if not req.future.done():
-                req.future.set_result(_split([req], result.duplicates)[0])
+            self._committed([req], result.duplicates)
 
     async def _apply(self) -> None:
         assert self._dirty is not None and self._applied is not None
@@ -166,13 +161,17 @@ class GroupCommitter:
                     if not req.future.done():
                         req.future.set_exception(exc)
                 continue
-            self.groups += 1
-            self._generation += 1
-            assert self._dirty is not None
-            self._dirty.set()
-            for req, outcome in zip(group, _split(group, result.duplicates), strict=True):
-                if not req.future.done():
-                    req.future.set_result(outcome)
+            self._committed(group, result.duplicates)
+
+    def _committed(self, group: list[_Request], duplicates: list[str]) -> None:
+        """Answer the requests of a committed group and wake the applier."""
+        self.groups += 1
+        self._generation += 1
+        assert self._dirty is not None
+        self._dirty.set()
+        for req, outcome in zip(group, _split(group, duplicates), strict=True):
+            if not req.future.done():
+                req.future.set_result(outcome)
 
 
 def _split(group: list[_Request], duplicates: list[str]) -> list[Outcome]:

@@ -200,15 +200,10 @@ class Ingestor:
         round is dropped: 0) and merges the result.
         """
         with self.store.read() as conn:
-            top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
-            applied = self._applied(conn, top)
-            if applied >= top:
+            pending = self._pending_batch(conn, limit)
+            if pending is None:
                 return 0
-            ev, items = eventlog.read(conn, t.events.c.seq > applied, limit=limit)
-            if ev.height == 0:
-                return 0
-            last = int(ev.get_column("seq").max())  # type: ignore[arg-type]
-            logged = ev.drop("seq")
+            applied, last, logged, items = pending
             graph = identity.load(conn, identity.aliases_of(logged))
             epoch = self.store.get_meta(conn, EPOCH)
             people = identity.apply(graph, logged)
@@ -225,7 +220,7 @@ class Ingestor:
             upsert_profile_rows(conn, self.store, rows)
             identity.save(conn, graph, self.store.insert(t.identities), now_us)
             self.store.set_meta(conn, APPLIED, str(last))
-        return ev.height
+        return logged.height
 
     def ensure_watermark(self) -> None:
         """Record the watermark of a store that has none yet (a new one, or one from before
@@ -269,18 +264,28 @@ class Ingestor:
             self.store.set_meta(conn, APPLIED, str(new_top))
         return result
 
-    def _apply_pending(self, conn: Connection, *, now_us: int, limit: int | None) -> int:
+    def _pending_batch(
+        self, conn: Connection, limit: int | None
+    ) -> tuple[int, int, pl.DataFrame, pl.DataFrame] | None:
+        """(watermark, last seq read, events, items) past the watermark, or None."""
         top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
         applied = self._applied(conn, top)
         if applied >= top:
-            return 0
+            return None
         ev, items = eventlog.read(conn, t.events.c.seq > applied, limit=limit)
         if ev.height == 0:
-            return 0
+            return None
         last = int(ev.get_column("seq").max())  # type: ignore[arg-type]
-        self._apply(conn, ev.drop("seq"), items, now_us=now_us)
+        return applied, last, ev.drop("seq"), items
+
+    def _apply_pending(self, conn: Connection, *, now_us: int, limit: int | None) -> int:
+        pending = self._pending_batch(conn, limit)
+        if pending is None:
+            return 0
+        _, last, logged, items = pending
+        self._apply(conn, logged, items, now_us=now_us)
         self.store.set_meta(conn, APPLIED, str(last))
-        return ev.height
+        return logged.height
 
     def _apply(
         self, conn: Connection, unique: pl.DataFrame, items: pl.DataFrame, *, now_us: int
