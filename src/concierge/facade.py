@@ -35,7 +35,7 @@ from concierge.profiles import doc as pdoc
 from concierge.profiles import view as pview
 from concierge.profiles.rebuild import Progress, RebuildResult, rebuild
 from concierge.schema.catalog import PriceUpdate, Product, StockUpdate
-from concierge.schema.events import ERASED_PREFIX, Event, EventAdapter
+from concierge.schema.events import ERASED_PREFIX, EVENT_TYPES, Event, EventAdapter
 from concierge.settings import Settings, load_settings
 from concierge.store import log as eventlog
 from concierge.store import tables as t
@@ -70,28 +70,7 @@ def validation_errors(
     return out
 
 
-_TYPE_TAGS = {
-    "view",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout",
-    "purchase",
-    "return",
-    "cancellation",
-    "list_item",
-    "sale",
-    "delivered",
-    "open",
-    "click",
-    "bounce",
-    "unsubscribe",
-    "complaint",
-    "answer",
-    "identify",
-    "consent",
-    "merge",
-}
+_TYPE_TAGS = frozenset(EVENT_TYPES)
 
 
 class Concierge:
@@ -203,15 +182,7 @@ class Concierge:
     # -- catalog ---------------------------------------------------------------------------
 
     def upsert_products(self, products: Sequence[Product | dict[str, Any]]) -> dict[str, int]:
-        models: list[Product] = []
-        errors: list[FieldError] = []
-        for i, p in enumerate(products):
-            try:
-                models.append(p if isinstance(p, Product) else Product.model_validate(p))
-            except ValidationError as exc:
-                errors += validation_errors(exc, i)
-        if errors:
-            raise InputError(errors)
+        models = _validated(Product, products)
         with self.store.write() as conn:
             self._check_catalog_currency(conn, models)
             return catalog.upsert_products(conn, self.store, models, now_us=self._now_us())
