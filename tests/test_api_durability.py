@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -137,5 +138,66 @@ def test_sigkill_during_http_ingest(db_url: str, tmp_path: Path) -> None:
         }
         assert all(per_request[k] == sizes[k] for k in per_request), "a request half-written"
         incremental = c.profile_docs()
+        c.rebuild()
+        assert close(c.profile_docs(), incremental) == []
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_several_server_processes_on_postgresql(pg_url: str) -> None:
+    """``concierge serve --workers 2``: both processes take events; each is stored once and
+    the profiles the two appliers kept equal a rebuild."""
+    with Concierge(pg_url) as c:
+        c.ensure_api_key("load", "ingest", SECRET)
+    port = free_port()
+    env = {**os.environ, "CONCIERGE_DATABASE_URL": pg_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "concierge", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {SECRET}"}
+
+        def post(worker: int) -> int:
+            n = 0
+            with httpx.Client(timeout=10) as http:
+                for r in range(40):
+                    events = [
+                        {
+                            "type": "view",
+                            "event_id": f"m{worker}-{r}-{j}",
+                            "customer_id": f"u{(worker + j) % 7}",
+                            "product_id": f"p{j}",
+                            "timestamp": "2026-03-01T10:00:00Z",
+                        }
+                        for j in range(5)
+                    ]
+                    resp = http.post(
+                        f"http://127.0.0.1:{port}/v1/events", json=events, headers=headers
+                    )
+                    assert resp.status_code == 200, resp.text
+                    n += resp.json()["accepted"]
+            return n
+
+        with ThreadPoolExecutor(6) as pool:
+            accepted = sum(pool.map(post, range(6)))
+        assert accepted == 6 * 40 * 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    with Concierge(pg_url) as c:
+        assert c.stats()["events"] == accepted
+        assert c.pending() == 0
+        incremental = c.profile_docs()
+        assert sum(d["n_events"] for d in incremental.values()) == accepted
         c.rebuild()
         assert close(c.profile_docs(), incremental) == []
