@@ -38,6 +38,8 @@ PG_URL = os.environ.get(
     "CONCIERGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 DURATION = int(os.environ.get("BENCH_HTTP_SECONDS", "10"))
+# PostgreSQL is the production store, served by several processes (SQLite: one writer, one)
+PG_WORKERS = int(os.environ.get("BENCH_HTTP_PG_WORKERS", "1"))
 CONNECTIONS = int(os.environ.get("BENCH_HTTP_CONNECTIONS", "24"))  # single-event load
 
 BARE_APP = textwrap.dedent(
@@ -269,7 +271,8 @@ def run() -> list[Figure]:
             c.ensure_api_key("bench", "ingest", SECRET)
         port = _port()
         server = _serve(
-            [sys.executable, "-m", "concierge", "serve", "--db", url, "--port", str(port)],
+            [sys.executable, "-m", "concierge", "serve", "--db", url, "--port", str(port)]
+            + (["--workers", str(PG_WORKERS)] if label == "postgres" else []),
             env,
             port,
         )
