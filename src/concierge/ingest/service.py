@@ -148,13 +148,24 @@ class Ingestor:
             else:
                 seen.add(e.event_id)
                 first.append(e)
-        ids = [e.event_id for e in first]
-        existing: set[str] = set()
-        for clause in among(conn, t.events.c.event_id, ids):
-            existing.update(conn.execute(select(t.events.c.event_id).where(clause)).scalars())
-        if existing:
-            result.duplicates += [i for i in ids if i in existing]
-            first = [e for e in first if e.event_id not in existing]
+        # one statement stores what is new and says which ids those were: the rest were stored
+        # before (a refused currency below rolls all of it back)
+        ev_rows, it_rows = event_rows(first)
+        ev_cols = list(frames.EVENTS_SCHEMA)
+        stmt = (
+            self.store.insert(t.events)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(t.events.c.event_id)
+        )
+        stored = set(
+            conn.execute(
+                stmt, [dict(zip(ev_cols, r, strict=True), received_us=now_us) for r in ev_rows]
+            ).scalars()
+        )
+        if len(stored) < len(first):
+            result.duplicates += [e.event_id for e in first if e.event_id not in stored]
+            first = [e for e in first if e.event_id in stored]
+            it_rows = [r for r in it_rows if r[0] in stored]
         if not first:
             return result
         currencies = [e.currency for e in first if e.type in PRICED]  # type: ignore[union-attr]
@@ -172,13 +183,7 @@ class Ingestor:
                         for c in bad[:5]
                     ]
                 )
-        ev_rows, it_rows = event_rows(first)
         facets = catalog.item_facets_rows(conn, it_rows)
-        ev_cols = list(frames.EVENTS_SCHEMA)
-        conn.execute(
-            t.events.insert(),
-            [dict(zip(ev_cols, r, strict=True), received_us=now_us) for r in ev_rows],
-        )
         if it_rows:
             it_cols = list(frames.ITEMS_SCHEMA)
             conn.execute(
