@@ -69,3 +69,7 @@ class FieldProblem(ValueError):
         super().__init__(reason)
         self.field = field
         self.reason = reason
+
+
+class NotFittedError(ConciergeError):
+    """A model was used before it was fitted (or before ``concierge train`` ran)."""

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import orjson
 import polars as pl
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from concierge import access
 from concierge.catalog import service as catalog
@@ -31,6 +31,8 @@ from concierge.clock import Clock, SystemClock, from_us, to_us
 from concierge.errors import FieldError, FieldProblem, InputError, NotFoundError
 from concierge.ingest import identity
 from concierge.ingest.service import Ingestor, IngestResult, bump_epoch, write_profiles
+from concierge.models.registry import Registry
+from concierge.models.training import ProgressFn, TrainReport
 from concierge.profiles import doc as pdoc
 from concierge.profiles import view as pview
 from concierge.profiles.rebuild import Progress, RebuildResult, rebuild
@@ -100,6 +102,7 @@ class Concierge:
         if url is not None:
             self.settings = self.settings.model_copy(update={"database_url": url})
         self.clock = clock or SystemClock()
+        self._registry: Registry | None = None
         self.store = Store(self.settings.database_url)
         if migrate:
             self.store.migrate()
@@ -430,7 +433,6 @@ class Concierge:
         )
 
     def stats(self) -> dict[str, int]:
-        from sqlalchemy import func
 
         with self.store.read() as conn:
             return {
@@ -443,6 +445,54 @@ class Concierge:
                     ("catalog_events", t.catalog_events),
                 )
             }
+
+    # -- models ----------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """The versioned model artifacts of this store."""
+        if self._registry is None:
+            self._registry = Registry(self.store)
+        return self._registry
+
+    def train(
+        self,
+        *,
+        only: Sequence[str] | None = None,
+        as_of: datetime | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[TrainReport]:
+        """Fit every model (or those named in ``only``) on the log up to ``as_of`` (default: the
+        clock's now) and store each as a new version with its metrics."""
+        import time as _time
+
+        from concierge.models.training import TrainContext, select_trainers, trainers
+
+        chosen = select_trainers(trainers(), only)
+        if self.pending():
+            self.apply_pending()
+        with self.store.read() as conn:
+            log_seq = int(conn.execute(select(func.max(t.events.c.seq))).scalar() or 0)
+        ctx = TrainContext(
+            store=self.store,
+            registry=self.registry,
+            settings=self.settings,
+            clock=self.clock,
+            as_of_us=to_us(as_of) if as_of is not None else self._now_us(),
+            log_seq=log_seq,
+            progress=progress,
+        )
+        reports = []
+        for trainer in chosen:
+            start = _time.perf_counter()
+            report = trainer.train(ctx)
+            report.seconds = _time.perf_counter() - start
+            reports.append(report)
+        return reports
+
+    def models(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every kept model version (newest first) with its metrics."""
+        return [info.as_dict() for info in self.registry.versions(name)]
 
     # -- access ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,6 +36,8 @@ keys_app = typer.Typer(help="API keys (admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 catalog_app = typer.Typer(help="The catalog: product feeds.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+evaluate_app = typer.Typer(help="Offline evaluation of models and campaigns.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
 
 err = Console(stderr=True)
 out = Console()
@@ -202,6 +205,88 @@ def rebuild(db: DbOpt = None, as_json: JsonOpt = False) -> None:
         },
         f"rebuilt {result.people:,} profiles from {result.events:,} events in {secs:.2f} s",
     )
+
+
+@app.command()
+def train(
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Train only this model (repeatable).")
+    ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Use data up to this time (default: now).", formats=_DATES),
+    ] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit the models on the event log and store each as a new version with its metrics."""
+    c = _open(db)
+    try:
+        with _progress(not as_json) as progress:
+            tasks: dict[str, Any] = {}
+
+            def step(what: str, done: float) -> None:
+                if what not in tasks:
+                    tasks[what] = progress.add_task(what, total=1.0)
+                progress.update(tasks[what], completed=done)
+
+            reports = c.train(only=only, as_of=_aware(as_of), progress=step)
+    except ConciergeError as exc:
+        _fail(exc, as_json)
+    finally:
+        c.close()
+    data = [r.as_dict() for r in reports]
+    lines = [
+        f"{r['name']:>14}: "
+        + (
+            f"skipped ({r['skipped']})"
+            if r["skipped"]
+            else ", ".join(f"{k} v{v}" for k, v in r["versions"].items())
+            + f" in {r['seconds']:.2f} s"
+        )
+        for r in data
+    ]
+    _emit(as_json, data, "\n".join(lines) or "no models to train")
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The trained model versions kept in the store, newest first, with their metrics."""
+    c = _open(db)
+    data = c.models(name)
+    c.close()
+    table = Table("model", "version", "trained", "as of", "bytes", "metrics")
+    for m in data:
+        table.add_row(
+            m["name"],
+            str(m["version"]),
+            _fmt_us(m["created_us"]),
+            _fmt_us(m["as_of_us"]),
+            f"{m['payload_bytes']:,}",
+            ", ".join(f"{k}={v}" for k, v in list(m["metrics"].items())[:4]),
+        )
+    if as_json:
+        _emit(True, data)
+    else:
+        out.print(table if data else "no trained models (run concierge train)")
+
+
+_DATES = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """Dates given without a zone are UTC."""
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=UTC)
+
+
+def _fmt_us(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -174,4 +175,22 @@ api_keys = Table(
     Column("secret_sha256", String(64), nullable=False, unique=True),
     Column("created_us", BigInteger, nullable=False),
     Column("revoked_us", BigInteger),
+)
+
+# -- models (derived) ----------------------------------------------------------------------
+
+model_artifacts = Table(
+    "model_artifacts",
+    metadata,
+    Column("name", String(64), primary_key=True),  # e.g. "collaborative", "lifetime"
+    Column("version", Integer, primary_key=True),  # 1, 2, … per name
+    Column("created_us", BigInteger, nullable=False),
+    Column("as_of_us", BigInteger, nullable=False),  # the data it saw ended here
+    Column("log_seq", BigInteger, nullable=False),  # the last event of the log it saw
+    Column("config_digest", String(64), nullable=False),  # SHA-256 of the canonical config
+    Column("config", Text, nullable=False),  # JSON
+    Column("metrics", Text, nullable=False),  # JSON
+    Column("meta", Text, nullable=False),  # JSON: anything small the model keeps beside arrays
+    Column("payload", LargeBinary, nullable=False),  # an .npz (allow_pickle=False) of arrays
+    Column("payload_bytes", BigInteger, nullable=False),
 )
