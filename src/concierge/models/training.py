@@ -66,7 +66,10 @@ class Trainer(Protocol):
 
 def trainers() -> list[Trainer]:
     """Every trainer, in the order they run. Parts add theirs here."""
+    from concierge.models.behaviour_train import behaviour_trainers
+
     found: list[Trainer] = []
+    found += behaviour_trainers()
     return found
 
 
