@@ -223,3 +223,20 @@ def test_a_question_is_never_asked_twice(
         assert len({q["question_id"] for q in qs}) == len(qs)
     finally:
         c.close()
+
+
+def test_erasure_removes_questions_and_moves_memberships(cg: Concierge) -> None:
+    menswear_store(cg)
+    cg.ingest([buy("b-dress", "bob", 140, "d1", "S", 70.0)])
+    cg.scan_behaviour()
+    cg.create_audience("buyers", "orders >= 1")
+    assert "bob" in [m["person_id"] for m in cg.audience_members("buyers")["members"]]
+    with cg.store.read() as conn:
+        assert anomalies.n_questions(conn) == 1
+    pseudonym = cg.erase_customer("bob")["pseudonym"]
+    with cg.store.read() as conn:
+        assert anomalies.n_questions(conn) == 0
+    cg.refresh_audiences()
+    members = [m["person_id"] for m in cg.audience_members("buyers")["members"]]
+    assert "bob" not in members and pseudonym in members
+    assert all(c["person_id"] != "bob" for c in cg.audience_changes("buyers"))

@@ -412,6 +412,7 @@ class Concierge:
                 )
             )
             conn.execute(delete(t.profiles).where(t.profiles.c.person_id == person))
+            self._forget_behaviour(conn, person, pseudonym)
             # the pseudonym's profile, recomputed from the scrubbed log (what a rebuild gives)
             ev, items = eventlog.read(conn, t.events.c.customer_id == pseudonym)
             ev = ev.drop("seq").with_columns(pl.lit(pseudonym).alias("person_id"))
@@ -507,6 +508,12 @@ class Concierge:
             conn, self.registry, person, doc, cids, aids,
             as_of_us=as_of, half_life_days=self.settings.affinity_half_life_days,
         )
+
+    @staticmethod
+    def _forget_behaviour(conn: Any, person: str, pseudonym: str) -> None:
+        from concierge.models.behaviour_train import forget
+
+        forget(conn, person, pseudonym)
 
     def create_audience(
         self, name: str, rule: str, *, description: str | None = None, evaluate: bool = True

@@ -91,6 +91,15 @@ def cadence_model(registry: Registry) -> tuple[CadenceModel | None, int | None]:
     return model, version
 
 
+def model_versions(registry: Registry) -> dict[str, int]:
+    """The newest version of every model with per-person columns (what a frame reads)."""
+    newest: dict[str, int] = {}
+    for info in registry.versions():  # newest first within each name
+        if info.name not in newest:
+            newest[info.name] = info.version if info.meta.get("per_person") else -1
+    return {k: v for k, v in sorted(newest.items()) if v >= 0}
+
+
 def known_fields(registry: Registry) -> dict[str, pl.DataType]:
     """Every field a rule may name, with its type."""
     fields = {k: v[0] for k, v in PROFILE_FIELDS.items()}

@@ -179,9 +179,7 @@ def refresh(
                 select(tbl).where(tbl.c.audience_id.in_([a["audience_id"] for a in auds]))
             )
         }
-        _probe, versions = aframe.build(
-            conn, registry, people=[], as_of_us=as_of_us, half_life_days=half_life_days
-        )
+        versions = aframe.model_versions(registry)
         plans: dict[str, set[str] | None] = {}
         cache: dict[int, set[str]] = {}
         for a in auds:

@@ -189,6 +189,15 @@ def behaviour_trainers() -> list[Any]:
     return [CadenceTrainer(), SegmentsTrainer(), OutOfPatternTrainer()]
 
 
+def forget(conn: Connection, person: str, pseudonym: str) -> None:
+    """An erasure: the person's questions go; memberships and changes move to the pseudonym
+    (behaviour stays, as in the log); audiences are re-evaluated in full (the epoch moved)."""
+    conn.execute(t.questions.delete().where(t.questions.c.person_id == person))
+    conn.execute(t.audience_members.delete().where(t.audience_members.c.person_id == person))
+    for tbl in (t.segment_members, t.audience_changes):
+        conn.execute(tbl.update().where(tbl.c.person_id == person).values(person_id=pseudonym))
+
+
 # -- reading the runs ------------------------------------------------------------------------
 
 
