@@ -240,3 +240,18 @@ def test_erasure_removes_questions_and_moves_memberships(cg: Concierge) -> None:
     members = [m["person_id"] for m in cg.audience_members("buyers")["members"]]
     assert "bob" not in members and pseudonym in members
     assert all(c["person_id"] != "bob" for c in cg.audience_changes("buyers"))
+
+
+def test_train_stores_the_population_and_scans(cg: Concierge) -> None:
+    menswear_store(cg)
+    cg.ingest([buy("b-dress", "bob", 140, "d1", "S", 70.0)])
+    (report,) = cg.train(only=["anomalies"])
+    assert report.metrics["questions"] == 1 and report.artifacts[0].version == 1
+    art = cg.registry.load("anomalies")
+    pop = anomalies.population_of(art.arrays)
+    dept = dict(pop.filter(pl.col("dim") == "dept").select("value", "p0").iter_rows())
+    assert set(dept) == {"men", "women"} and math.isclose(sum(dept.values()), 1.0)
+    view = cg.customer("bob", history=0)["predictions"]["anomalies"]
+    assert view["version"] == 1 and view["pending"] == 1
+    assert view["reasons"][0]["code"] == "anomalies.question"
+    assert cg.scan_behaviour()["scanned"] == 0  # nothing new since the trainer's scan

@@ -200,5 +200,9 @@ def test_recovered_cadences_and_sell_delays_against_the_simulator_truth(tmp_path
     got = json.loads(r.output)
     assert got["cadence"]["purchases>=2"]["corr_log"] > 0.45
     assert got["cadence"]["purchases>=4"]["median_ae_days"] < 25
+    for level in ("purchases>=1", "purchases>=2"):  # shrinkage beats the plain average
+        shrunk = got["cadence"][level]
+        assert shrunk["mae_days"] < shrunk["plain_average"]["mae_days"]
+        assert shrunk["corr_log"] > shrunk["plain_average"]["corr_log"]
     assert 0.6 < got["coverage"]["covered"] < 0.95
     assert got["sell_delay"]["sellers"] >= 10 and got["sell_delay"]["corr_log"] > 0.3

@@ -191,3 +191,28 @@ def test_segment_routes(cg: Concierge) -> None:
 def test_bad_config_is_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SegmentModel(**bad)
+
+
+def test_the_scheduled_refresh_refits_only_when_stale(db_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from concierge.clock import FrozenClock
+    from concierge.settings import Settings
+
+    clock = FrozenClock(datetime(2026, 6, 1, 12, tzinfo=UTC))
+    with Concierge(settings=Settings(database_url=db_url), clock=clock) as c:
+        shop(c)
+        c.create_audience("repeat", "orders >= 2")
+        first = c.refresh_behaviour(max_age_hours=24)
+        assert first["refitted"] and {r["name"] for r in first["trained"]} == {
+            "cadence",
+            "segments",
+            "anomalies",
+        }
+        clock.at += timedelta(hours=1)
+        again = c.refresh_behaviour(max_age_hours=24)
+        assert not again["refitted"] and again["scanned"] is not None
+        assert again["audiences"][0]["name"] == "repeat"
+        clock.at += timedelta(hours=24)
+        assert c.refresh_behaviour(max_age_hours=24)["refitted"]
+        assert [r["run_id"] for r in c.segment_runs()] == [2, 1]

@@ -505,8 +505,14 @@ class Concierge:
         from concierge.models.behaviour_view import behaviour
 
         return behaviour(
-            conn, self.registry, person, doc, cids, aids,
-            as_of_us=as_of, half_life_days=self.settings.affinity_half_life_days,
+            conn,
+            self.registry,
+            person,
+            doc,
+            cids,
+            aids,
+            as_of_us=as_of,
+            half_life_days=self.settings.affinity_half_life_days,
         )
 
     @staticmethod
@@ -524,7 +530,11 @@ class Concierge:
 
         with self.store.write() as conn:
             aud = service.create(
-                conn, self.registry, name=name, rule=rule, description=description,
+                conn,
+                self.registry,
+                name=name,
+                rule=rule,
+                description=description,
                 now_us=self._now_us(),
             )
         if evaluate:
@@ -580,10 +590,13 @@ class Concierge:
         if self.pending():
             self.apply_pending()
         return service.refresh(
-            self.store, self.registry,
+            self.store,
+            self.registry,
             as_of_us=to_us(as_of) if as_of is not None else self._now_us(),
-            now_us=self._now_us(), half_life_days=self.settings.affinity_half_life_days,
-            only=only, full=full,
+            now_us=self._now_us(),
+            half_life_days=self.settings.affinity_half_life_days,
+            only=only,
+            full=full,
         )
 
     def segments(self, *, run: int | None = None) -> dict[str, Any]:
@@ -632,13 +645,36 @@ class Concierge:
                 raise NotFoundError("customer", customer_id or f"anonymous {anonymous_id}")
             return anomalies.pending(conn, person, pdoc.loads(row.doc))
 
+    def refresh_behaviour(
+        self,
+        *,
+        max_age_hours: float = 24.0,
+        only: Sequence[str] | None = ("cadence", "segments", "anomalies"),
+    ) -> dict[str, Any]:
+        """The scheduled job (``concierge segments refresh``, cron-friendly): refit the models in
+        ``only`` (``None``: all) when the newest segmentation is older than ``max_age_hours`` or
+        missing, else only scan for out-of-pattern behaviour; then refresh every audience."""
+        info = self.registry.latest("segments")
+        stale = info is None or self._now_us() - info.created_us >= max_age_hours * 3_600e6
+        trained = [r.as_dict() for r in self.train(only=only)] if stale else []
+        scanned = None if stale else self.scan_behaviour()
+        return {
+            "refitted": stale,
+            "trained": trained,
+            "scanned": scanned,
+            "audiences": self.refresh_audiences(),
+        }
+
     def scan_behaviour(self) -> dict[str, Any]:
         """Score interactions logged since the last scan; raise clarifying questions."""
         from concierge.models import anomalies
 
         if self.pending():
             self.apply_pending()
-        return anomalies.scan(self.store, now_us=self._now_us())
+        pop = None
+        if self.registry.latest_version("anomalies") is not None:
+            pop = anomalies.population_of(self.registry.load("anomalies").arrays)
+        return anomalies.scan(self.store, now_us=self._now_us(), population_frame=pop)
 
     # -- access ----------------------------------------------------------------------------
 

@@ -138,6 +138,35 @@ def segments_list(
     _show(as_json, data, table)
 
 
+@segments_app.command("refresh")
+def segments_refresh(
+    max_age_hours: Annotated[
+        float, typer.Option(help="Refit when the newest run is older.")
+    ] = 24.0,
+    every_minutes: Annotated[
+        float | None, typer.Option(help="Keep running, checking this often (else once).")
+    ] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The scheduled refit: cadence, segments and the out-of-pattern population when stale,
+    then every audience. Run it from cron, or keep it running with --every-minutes."""
+    import time
+
+    while True:
+        data = _with(db, as_json, lambda c: c.refresh_behaviour(max_age_hours=max_age_hours))
+        moved = ", ".join(f"{a['name']} +{a['entered']} -{a['left']}" for a in data["audiences"])
+        _emit(
+            as_json,
+            data,
+            ("refitted" if data["refitted"] else "up to date")
+            + (f"; audiences: {moved}" if moved else ""),
+        )
+        if every_minutes is None:
+            return
+        time.sleep(every_minutes * 60)
+
+
 @segments_app.command("runs")
 def segments_runs(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     data = _with(db, as_json, lambda c: c.segment_runs())

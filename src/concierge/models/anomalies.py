@@ -226,6 +226,29 @@ def score(
     return out
 
 
+def population_from_log(conn: Connection, *where: Any) -> pl.DataFrame:
+    """p0 per (dim, value) over every interaction of the log (matching ``where``)."""
+    ev, items = eventlog.read(conn, t.events.c.type.in_(INTERACTIONS), *where)
+    ev = ev.with_columns(pl.lit("").alias("person_id"))
+    return population(interactions(ev, items))
+
+
+def population_arrays(pop: pl.DataFrame) -> dict[str, Any]:
+    import numpy as np
+
+    return {
+        "dim": pop["dim"].to_numpy().astype(np.str_),
+        "value": pop["value"].to_numpy().astype(np.str_),
+        "p0": pop["p0"].to_numpy().astype(np.float64),
+    }
+
+
+def population_of(arrays: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"dim": arrays["dim"].astype(str), "value": arrays["value"].astype(str), "p0": arrays["p0"]}
+    )
+
+
 def _aliases_of(conn: Connection, people: Sequence[str]) -> tuple[list[str], list[str]]:
     from concierge.store.engine import among
 
@@ -277,9 +300,7 @@ def scan(
         hev, hit = history_of(conn, people)
         hist = interactions(hev, hit)
         if population_frame is None:
-            pall_ev, pall_it = eventlog.read(conn, t.events.c.type.in_(INTERACTIONS))
-            pall_ev = pall_ev.with_columns(pl.lit("").alias("person_id"))
-            population_frame = population(interactions(pall_ev, pall_it))
+            population_frame = population_from_log(conn)
         scored = score(hist.filter(pl.col("seq") <= top), population_frame, cfg, since_seq=since)
         unusual = scored.filter(pl.col("unusual"))
         made = _ask(conn, unusual, gift_answers(hev), cfg, now_us=now_us)

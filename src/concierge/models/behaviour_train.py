@@ -175,14 +175,32 @@ class SegmentsTrainer:
 
 
 class OutOfPatternTrainer:
-    """Not a fit: scores the interactions logged since the last scan and raises questions."""
+    """Fits the population's distribution of every scored dimension (the prior of the
+    out-of-pattern score), stores it, then scans what was logged since the last scan."""
 
     name = "anomalies"
 
     def train(self, ctx: TrainContext) -> TrainReport:
-        ctx.report("anomalies: scanning", 0.0)
-        got = anomalies.scan(ctx.store, now_us=int(ctx.clock.now().timestamp() * 1e6))
-        return TrainReport(self.name, metrics=got)
+        ctx.report("anomalies: population", 0.0)
+        cfg = anomalies.OutOfPatternConfig()
+        with ctx.store.read() as conn:
+            pop = anomalies.population_from_log(conn, t.events.c.ts_us <= ctx.as_of_us)
+        if pop.height == 0:
+            return TrainReport(self.name, skipped="no interactions with product facets yet")
+        now_us = int(ctx.clock.now().timestamp() * 1e6)
+        info = ctx.registry.save(
+            self.name,
+            anomalies.population_arrays(pop),
+            config=cfg.model_dump(mode="json"),
+            metrics={"values": pop.height},
+            meta={"dimensions": sorted(set(pop["dim"].to_list()))},
+            as_of_us=ctx.as_of_us,
+            log_seq=ctx.log_seq,
+            created_us=now_us,
+        )
+        ctx.report("anomalies: scanning", 0.5)
+        got = anomalies.scan(ctx.store, now_us=now_us, config=cfg, population_frame=pop)
+        return TrainReport(self.name, artifacts=[info], metrics={"values": pop.height, **got})
 
 
 def behaviour_trainers() -> list[Any]:

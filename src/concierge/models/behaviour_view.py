@@ -195,7 +195,11 @@ def segment_view(conn: Connection, registry: Registry, person: str) -> dict[str,
 
 
 def anomalies_view(
-    conn: Connection, person: str, doc: pdoc.Doc, lines: Sequence[dict[str, Any]]
+    conn: Connection,
+    registry: Registry,
+    person: str,
+    doc: pdoc.Doc,
+    lines: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
     qs = anomalies.pending(conn, person, doc)
     kept = [
@@ -221,7 +225,7 @@ def anomalies_view(
             )
         )
     return {
-        "version": None,
+        "version": registry.latest_version("anomalies"),
         "questions": qs,
         "pending": sum(1 for q in qs if q["status"] == "pending"),
         "kept_apart_from_taste": kept,
@@ -250,5 +254,5 @@ def behaviour(
     seg = segment_view(conn, registry, person)
     if seg is not None:
         preds["segments"] = seg
-    preds["anomalies"] = anomalies_view(conn, person, doc, lines)
+    preds["anomalies"] = anomalies_view(conn, registry, person, doc, lines)
     return corrected, preds

@@ -630,18 +630,41 @@ def evaluate_on_simulation(
         },
         orient="row",
     )
-    joined = tab.join(tt, on=["person_id", "category"])
+    # the plain average for comparison: the person's own mean interval, else the category's
+    raw = (
+        occasions(past, items)
+        .sort("person_id", "category", "ts_us")
+        .with_columns(
+            (pl.col("ts_us").diff().over("person_id", "category").cast(pl.Float64) / DAY_US)
+            .clip(lower_bound=MIN_INTERVAL_DAYS)
+            .alias("gap")
+        )
+    )
+    own = raw.group_by("person_id", "category").agg(pl.col("gap").mean().alias("plain"))
+    pooled = raw.group_by("category").agg(pl.col("gap").mean().alias("pooled"))
+    joined = (
+        tab.join(tt, on=["person_id", "category"])
+        .join(own, on=["person_id", "category"], how="left")
+        .join(pooled, on="category", how="left")
+        .with_columns(pl.coalesce("plain", "pooled", pl.lit(90.0)).alias("plain"))
+    )
     out: dict[str, Any] = {"holdout_days": holdout_days, "cadence": {}}
     for lo in (1, 2, 4):
         sel = joined.filter(pl.col("purchases") >= lo)
         if sel.height < 3:
             continue
         est, tru = sel["cadence_days"].to_numpy(), sel["truth"].to_numpy()
+        plain = sel["plain"].to_numpy()
         out["cadence"][f"purchases>={lo}"] = {
             "pairs": sel.height,
             "corr_log": float(np.corrcoef(np.log(est), np.log(tru))[0, 1]),
             "mae_days": float(np.mean(np.abs(est - tru))),
             "median_ae_days": float(np.median(np.abs(est - tru))),
+            "plain_average": {
+                "corr_log": float(np.corrcoef(np.log(plain), np.log(tru))[0, 1]),
+                "mae_days": float(np.mean(np.abs(plain - tru))),
+                "median_ae_days": float(np.median(np.abs(plain - tru))),
+            },
         }
     # coverage of the window for the next purchase after the cut
     occ = occasions(events.filter(pl.col("ts_us") > cut_us), items)
