@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -264,9 +264,20 @@ op = st.one_of(
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=st.lists(op, min_size=1, max_size=12))
+@example(  # found by hypothesis: a person merged away twice must leave (their profile is gone)
+    ops=[
+        ("buy", "u1", "p1"),
+        ("buy", "u1", "p1"),
+        ("merge", "u3", "u1"),
+        ("refresh",),
+        ("merge", "u2", "u1"),
+    ]
+)
 def test_incremental_evaluation_equals_full(
     tmp_path_factory: Any, ops: list[tuple[Any, ...]]
 ) -> None:

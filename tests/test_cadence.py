@@ -206,3 +206,14 @@ def test_recovered_cadences_and_sell_delays_against_the_simulator_truth(tmp_path
         assert shrunk["corr_log"] > shrunk["plain_average"]["corr_log"]
     assert 0.6 < got["coverage"]["covered"] < 0.95
     assert got["sell_delay"]["sellers"] >= 10 and got["sell_delay"]["corr_log"] > 0.3
+
+
+def test_tabulated_student_t_quantiles_match_scipy() -> None:
+    from scipy import special
+
+    rng = np.random.default_rng(0)
+    dof = rng.choice([5.0, 5.5, 6.0, 7.25, 40.0, 200.0], 50_000)
+    p = rng.uniform(1e-5, 1 - 1e-5, 50_000)
+    np.testing.assert_allclose(cd.t_ppf(p, dof), special.stdtrit(dof, p), atol=5e-6)
+    few = np.array([0.1, 0.5, 0.9])
+    np.testing.assert_allclose(cd.t_ppf(few, np.full(3, 6.0)), special.stdtrit(6.0, few))

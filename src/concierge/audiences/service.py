@@ -10,7 +10,8 @@ per-person models it read, and the as-of. A refresh then re-evaluates
   evaluated, or its rule names a field that moves with time alone (``recency_days``,
   ``due_soon``, …) and the as-of moved;
 * otherwise **only the people whose profile changed**: the persons of the events applied since
-  (with both sides of a ``merge``), so the cost follows the traffic, not the store.
+  (with both sides of a ``merge``) and the members whose profile is gone (merged away), so the
+  cost follows the traffic, not the store.
 
 Members that entered or left are written to ``audience_changes`` in the same transaction as the
 membership, so campaigns can trigger on "audience entry" by reading changes past a sequence
@@ -153,6 +154,16 @@ def changed_people(conn: Connection, since_seq: int, upto_seq: int) -> set[str]:
     return out
 
 
+def gone_members(conn: Connection, aid: str) -> set[str]:
+    """Members whose profile no longer exists (merged into someone else, erased)."""
+    m, p = t.audience_members, t.profiles
+    q = select(m.c.person_id).where(
+        m.c.audience_id == aid,
+        ~select(p.c.person_id).where(p.c.person_id == m.c.person_id).exists(),
+    )
+    return set(conn.execute(q).scalars().all())
+
+
 def refresh(
     store: Store,
     registry: Registry,
@@ -198,7 +209,7 @@ def refresh(
                 since = int(r.evaluated_seq)
                 if since not in cache:
                     cache[since] = changed_people(conn, since, applied)
-                plans[a["audience_id"]] = cache[since]
+                plans[a["audience_id"]] = cache[since] | gone_members(conn, a["audience_id"])
         need_all = any(p is None for p in plans.values())
         wanted: set[str] = set()
         for p in plans.values():

@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from pydantic import Field
-from scipy import stats
+from scipy import special
 
 from concierge.models.base import ModelBase, ModelConfig
 from concierge.models.people import deepest
@@ -134,12 +134,42 @@ def posterior(prior: npt.NDArray[np.float64], n: F, s1: F, s2: F) -> tuple[F, F,
 def predictive(mn: F, kn: F, an: F, bn: F, mass: float) -> tuple[F, F, F, F]:
     """Median, lower and upper bound (days) of the next interval, and the typical interval."""
     scale = np.sqrt(bn * (kn + 1.0) / (an * kn))
-    q = stats.t.ppf(0.5 + mass / 2.0, 2.0 * an)
+    q = t_ppf(np.full(an.shape, 0.5 + mass / 2.0), 2.0 * an)
     median = np.exp(mn)
     lo = np.exp(mn - q * scale)
     hi = np.exp(mn + q * scale)
     typical = np.exp(mn + 0.5 * bn / (an - 1.0))
     return median, lo, hi, typical
+
+
+_GRID = np.linspace(-16.0, 16.0, 6401)  # logit(p) grid of the quantile tables
+_GRID_P = 1.0 / (1.0 + np.exp(-_GRID))
+
+
+def t_ppf(p: F, dof: F) -> F:
+    """Student-t quantiles, vectorized over rows that share few distinct degrees of freedom.
+
+    ``dof`` is ``2 * alpha_n``: one value per (category, number of intervals), so a million rows
+    hold a few hundred distinct values. For each, the exact quantile (``scipy.special.stdtrit``)
+    is tabulated on a fine logit grid and interpolated (error about 1e-6 in the quantile,
+    tested);
+    calling ``stdtrit`` per row costs about 1 µs each (measured: 4.5 s for the nine calls of a
+    100,000-person scoring, 0.3 s this way).
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1.0 - 1e-7)
+    dof = np.asarray(dof, dtype=np.float64)
+    out = np.empty(p.shape)
+    uniq, inv = np.unique(dof, return_inverse=True)
+    if uniq.size * _GRID.size >= p.size:  # few rows: exact
+        return np.asarray(special.stdtrit(dof, p), dtype=np.float64)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(uniq.size + 1))
+    logit = np.log(p / (1.0 - p))
+    for j, d in enumerate(uniq):
+        rows = order[bounds[j] : bounds[j + 1]]
+        table = special.stdtrit(d, _GRID_P)
+        out[rows] = np.interp(logit[rows], _GRID, table)
+    return out
 
 
 def interval_stats(times_us: F) -> tuple[float, float, float]:
@@ -167,23 +197,35 @@ def occasions(events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
 
 def interval_table(occ: pl.DataFrame) -> pl.DataFrame:
     """Sufficient statistics per (person, category): n, s1, s2, purchases, last_us."""
+    # sorted once; a group is a run of equal (person, category), numbered by a running sum,
+    # so the aggregation groups by one integer instead of two strings (measured 4x faster)
+    srt = occ.sort("person_id", "category", "ts_us")
+    same = (pl.col("person_id") == pl.col("person_id").shift(1)) & (
+        pl.col("category") == pl.col("category").shift(1)
+    )
     return (
-        occ.sort("person_id", "category", "ts_us")
+        srt.with_columns(same.fill_null(False).alias("_same"))
         .with_columns(
-            (pl.col("ts_us").diff().over("person_id", "category").cast(pl.Float64) / DAY_US)
-            .clip(lower_bound=MIN_INTERVAL_DAYS)
-            .log()
-            .alias("y")
+            (~pl.col("_same")).cum_sum().alias("_g"),
+            pl.when(pl.col("_same"))
+            .then(
+                (pl.col("ts_us").diff().cast(pl.Float64) / DAY_US)
+                .clip(lower_bound=MIN_INTERVAL_DAYS)
+                .log()
+            )
+            .alias("y"),
         )
-        .group_by("person_id", "category")
+        .group_by("_g", maintain_order=True)
         .agg(
+            pl.col("person_id").first(),
+            pl.col("category").first(),
             pl.col("y").count().alias("n"),
             pl.col("y").sum().alias("s1"),
             (pl.col("y") ** 2).sum().alias("s2"),
             pl.len().alias("purchases"),
-            pl.col("ts_us").max().alias("last_us"),
+            pl.col("ts_us").last().alias("last_us"),
         )
-        .sort("person_id", "category")
+        .drop("_g")
     )
 
 
@@ -307,15 +349,21 @@ class CadenceModel(ModelBase[CadenceConfig]):
         s1 = tab["s1"].to_numpy().astype(np.float64)
         s2 = tab["s2"].to_numpy().astype(np.float64)
         cats = tab["category"].to_numpy().astype(np.str_)
+        names_arr, code = np.unique(np.append(cats, ALL), return_inverse=True)
+        code = code[:-1]
+        star = int(np.searchsorted(names_arr, ALL))
+        specific = code != star
         pooled = (
-            fit_prior(n[cats != ALL], s1[cats != ALL], s2[cats != ALL], fallback=None, min_buyers=1)
-            if np.any(cats != ALL)
+            fit_prior(n[specific], s1[specific], s2[specific], fallback=None, min_buyers=1)
+            if specific.any()
             else None
         )
-        names = sorted(set(cats.tolist()) | {ALL})
+        names = names_arr.tolist()
         priors = []
-        for c in names:
-            sel = cats == c
+        order = np.argsort(code, kind="stable")
+        bounds = np.searchsorted(code[order], np.arange(len(names) + 1))
+        for j, c in enumerate(names):
+            sel = order[bounds[j] : bounds[j + 1]]
             fb = pooled if c != ALL else None
             priors.append(
                 fit_prior(n[sel], s1[sel], s2[sel], fallback=fb, min_buyers=cfg.min_buyers)
@@ -401,12 +449,12 @@ class CadenceModel(ModelBase[CadenceConfig]):
         scale = np.sqrt(bn * (kn + 1.0) / (an * kn))
         dof = 2.0 * an
         z = (np.log(np.maximum(since, MIN_INTERVAL_DAYS)) - mn) / scale
-        p0 = np.where(since > 0, stats.t.cdf(z, dof), 0.0)
+        p0 = np.where(since > 0, special.stdtr(dof, z), 0.0)
         tail = self.config.window
 
         def at(q: float) -> F:
             p = np.clip(p0 + q * (1.0 - p0), 1e-12, 1.0 - 1e-12)
-            return np.asarray(np.exp(mn + scale * stats.t.ppf(p, dof)), dtype=np.float64)
+            return np.asarray(np.exp(mn + scale * t_ppf(p, dof)), dtype=np.float64)
 
         c_med, c_lo, c_hi = at(0.5), at(0.5 - tail / 2.0), at(0.5 + tail / 2.0)
         due_in = c_med - since
@@ -471,38 +519,78 @@ class CadenceModel(ModelBase[CadenceConfig]):
     ) -> npt.NDArray[np.bool_]:
         """A reseller (posterior share above the threshold, at least one listing) with a purchase
         whose resale window covers ``as_of``."""
-        s = self.sell(persons)
-        out = np.zeros(persons.size, dtype=bool)
-        for i, times in enumerate(order_times):
-            if s["listed"][i] < 1 or s["resale_share"][i] < self.config.likely_to_sell_share:
-                continue
-            age = (as_of_us - np.asarray(times, dtype=np.float64)) / DAY_US
-            out[i] = bool(
-                np.any(
-                    (age >= s["sell_window_low_days"][i]) & (age <= s["sell_window_high_days"][i])
-                )
-            )
+        owner, times = flatten(order_times)
+        return self._likely(persons, owner, times, self.sell(persons), as_of_us=as_of_us)
+
+    def _likely(
+        self,
+        persons: npt.NDArray[np.str_],
+        owner: npt.NDArray[np.int64],
+        times: npt.NDArray[np.int64],
+        s: dict[str, F],
+        *,
+        as_of_us: int,
+    ) -> npt.NDArray[np.bool_]:
+        seller = (s["listed"] >= 1) & (s["resale_share"] >= self.config.likely_to_sell_share)
+        age = (as_of_us - times.astype(np.float64)) / DAY_US
+        inside = (age >= s["sell_window_low_days"][owner]) & (
+            age <= s["sell_window_high_days"][owner]
+        )
+        hits = np.bincount(owner, weights=inside.astype(np.float64), minlength=persons.size)
+        out: npt.NDArray[np.bool_] = seller & (hits > 0)
         return out
 
     def person_columns(
         self, persons: npt.NDArray[np.str_], order_times: list[list[int]], *, as_of_us: int
     ) -> dict[str, npt.NDArray[Any]]:
-        """The per-person columns (contract): from each person's order times (``"*"``)."""
-        stats_ = np.array([interval_stats(np.asarray(t, dtype=np.float64)) for t in order_times])
-        stats_ = stats_.reshape(-1, 3)
-        last = np.array([max(t) if t else as_of_us for t in order_times], dtype=np.int64)
-        cats = np.full(persons.size, ALL, dtype=np.str_)
-        w = self.windows(cats, stats_[:, 0], stats_[:, 1], stats_[:, 2], last, as_of_us=as_of_us)
-        bought = np.array([bool(t) for t in order_times])
+        """The per-person columns (contract) from each person's order times (``"*"``)."""
+        owner, times = flatten(order_times)
+        return self.person_columns_flat(persons, owner, times, as_of_us=as_of_us)
+
+    def person_columns_flat(
+        self,
+        persons: npt.NDArray[np.str_],
+        owner: npt.NDArray[np.int64],
+        times: npt.NDArray[np.int64],
+        *,
+        as_of_us: int,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """:meth:`person_columns` from flat arrays (``times[j]`` is an order of
+        ``persons[owner[j]]``), vectorized end to end (``bench/bench_segments.py`` times a
+        million people).
+        """
+        n_people = persons.size
+        order = np.lexsort((times, owner))
+        owner, times = owner[order], times[order]
+        first = np.ones(owner.size, dtype=bool)
+        first[1:] = (owner[1:] != owner[:-1]) | (times[1:] != times[:-1])
+        owner, times = owner[first], times[first]  # distinct times per person
+        gap = np.zeros(owner.size, dtype=bool)
+        gap[1:] = owner[1:] == owner[:-1]
+        y = np.zeros(owner.size)
+        y[1:] = np.log(np.maximum((times[1:] - times[:-1]) / DAY_US, MIN_INTERVAL_DAYS))
+        w = gap.astype(np.float64)
+        n: F = np.bincount(owner, weights=w, minlength=n_people).astype(np.float64)
+        s1: F = np.bincount(owner, weights=w * y, minlength=n_people).astype(np.float64)
+        s2: F = np.bincount(owner, weights=w * y * y, minlength=n_people).astype(np.float64)
+        last = np.full(n_people, as_of_us, dtype=np.int64)
+        bought = np.zeros(n_people, dtype=bool)
+        if owner.size:
+            ends = np.ones(owner.size, dtype=bool)
+            ends[:-1] = owner[1:] != owner[:-1]
+            last[owner[ends]] = times[ends]
+            bought[owner] = True
+        cats = np.full(n_people, ALL, dtype=np.str_)
+        win = self.windows(cats, n, s1, s2, last, as_of_us=as_of_us)
         s = self.sell(persons)
         return {
-            "next_purchase_due_days": np.where(bought, w["next_purchase_due_days"], np.nan),
-            "purchase_window_low_days": w["window_low_days"],
-            "purchase_window_high_days": w["window_high_days"],
-            "cadence_days": w["cadence_days"],
-            "due_soon": bought & w["due_soon"],
-            "overdue": bought & w["overdue"],
-            "likely_to_sell": self.likely_to_sell(persons, order_times, as_of_us=as_of_us),
+            "next_purchase_due_days": np.where(bought, win["next_purchase_due_days"], np.nan),
+            "purchase_window_low_days": win["window_low_days"],
+            "purchase_window_high_days": win["window_high_days"],
+            "cadence_days": win["cadence_days"],
+            "due_soon": bought & win["due_soon"],
+            "overdue": bought & win["overdue"],
+            "likely_to_sell": self._likely(persons, owner, times, s, as_of_us=as_of_us),
             "sell_delay_days": s["sell_delay_days"],
             "resale_share": s["resale_share"],
         }
@@ -549,6 +637,14 @@ class CadenceModel(ModelBase[CadenceConfig]):
         self.share_k_, self.share_n_ = arrays["share_k"], arrays["share_n"]
         a, b = arrays["share_prior"].tolist()
         self.share_prior_ = (float(a), float(b))
+
+
+def flatten(lists: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(owner index, value) arrays of a list of lists."""
+    sizes = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    owner = np.repeat(np.arange(len(lists), dtype=np.int64), sizes)
+    values = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(sizes.sum()))
+    return owner, values
 
 
 def _lookup(keys: npt.NDArray[np.str_], wanted: npt.NDArray[np.str_]) -> npt.NDArray[np.int64]:
