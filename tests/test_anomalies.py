@@ -255,3 +255,27 @@ def test_train_stores_the_population_and_scans(cg: Concierge) -> None:
     assert view["version"] == 1 and view["pending"] == 1
     assert view["reasons"][0]["code"] == "anomalies.question"
     assert cg.scan_behaviour()["scanned"] == 0  # nothing new since the trainer's scan
+
+
+def test_repeated_unusual_browsing_asks_if_shopping_for_someone_else(cg: Concierge) -> None:
+    menswear_store(cg)
+    cg.ingest(
+        [
+            {
+                "type": "view",
+                "customer_id": "bob",
+                "product_id": p,
+                "variant_id": f"{p}-S",
+                "timestamp": at(140, minutes=k),
+            }
+            for k, p in enumerate(["d1", "d2", "w1"])
+        ]
+    )
+    cg.scan_behaviour()
+    (q,) = cg.questions("bob")
+    assert q["kind"] == "someone_else" and q["text"] == "Shopping for someone else?"
+    assert q["about_product_id"] in ("d1", "d2", "w1")
+    # one view alone is not enough to ask
+    cg.ingest([{"type": "view", "customer_id": "cal", "product_id": "d1", "timestamp": at(140)}])
+    cg.scan_behaviour()
+    assert cg.questions("cal") == []
