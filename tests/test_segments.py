@@ -216,3 +216,24 @@ def test_the_scheduled_refresh_refits_only_when_stale(db_url: str) -> None:
         clock.at += timedelta(hours=24)
         assert c.refresh_behaviour(max_age_hours=24)["refitted"]
         assert [r["run_id"] for r in c.segment_runs()] == [2, 1]
+
+
+def test_old_runs_memberships_are_pruned(cg: Concierge) -> None:
+    from concierge.clock import to_us
+    from concierge.models.behaviour_train import SegmentsTrainer
+    from concierge.models.training import TrainContext
+
+    shop(cg)
+    ctx = TrainContext(
+        store=cg.store,
+        registry=cg.registry,
+        settings=cg.settings,
+        clock=cg.clock,
+        as_of_us=to_us(cg.clock.now()),
+        log_seq=0,
+    )
+    trainer = SegmentsTrainer(keep_runs=2)
+    for _ in range(3):
+        trainer.train(ctx)
+    assert [h["run_id"] for h in cg.segment_history("c01")] == [2, 3]
+    assert [r["run_id"] for r in cg.segment_runs()] == [3, 2, 1]  # runs and personas stay

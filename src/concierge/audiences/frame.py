@@ -8,6 +8,7 @@ every other model's per-person columns are joined as stored in its newest versio
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,21 +75,22 @@ CADENCE_LIVE = (
     "resale_share",
 )
 
-_CADENCE: dict[tuple[int, int], CadenceModel] = {}  # (id(registry), version) -> model
+# the newest cadence model of each registry, kept in memory for the request path
+_CADENCE: weakref.WeakKeyDictionary[Registry, tuple[int, CadenceModel]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def cadence_model(registry: Registry) -> tuple[CadenceModel | None, int | None]:
-    """The newest cadence model (cached per version)."""
+    """The newest cadence model (loaded once per version: one indexed query per call)."""
     version = registry.latest_version("cadence")
     if version is None:
         return None, None
-    key = (id(registry), version)
-    model = _CADENCE.get(key)
-    if model is None:
-        model = CadenceModel.from_artifact(registry.load("cadence", version))
-        _CADENCE.clear()
-        _CADENCE[key] = model
-    return model, version
+    hit = _CADENCE.get(registry)
+    if hit is None or hit[0] != version:
+        hit = (version, CadenceModel.from_artifact(registry.load("cadence", version)))
+        _CADENCE[registry] = hit
+    return hit[1], version
 
 
 def model_versions(registry: Registry) -> dict[str, int]:

@@ -79,7 +79,8 @@ class CadenceTrainer:
 class SegmentsTrainer:
     name = "segments"
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, *, keep_runs: int = 30, **config: Any) -> None:
+        self.keep_runs = keep_runs  # memberships kept for this many runs (history and flows)
         self.config = config
 
     def train(self, ctx: TrainContext) -> TrainReport:
@@ -164,6 +165,8 @@ class SegmentsTrainer:
                     for d in defs
                 ],
             )
+            stale_runs = t.segment_members.c.run_id <= run - self.keep_runs
+            conn.execute(t.segment_members.delete().where(stale_runs))
             ctx.store.bulk_insert(
                 conn,
                 t.segment_members,
