@@ -214,6 +214,6 @@ def test_tabulated_student_t_quantiles_match_scipy() -> None:
     rng = np.random.default_rng(0)
     dof = rng.choice([5.0, 5.5, 6.0, 7.25, 40.0, 200.0], 50_000)
     p = rng.uniform(1e-5, 1 - 1e-5, 50_000)
-    np.testing.assert_allclose(cd.t_ppf(p, dof), special.stdtrit(dof, p), atol=5e-6)
+    np.testing.assert_allclose(cd.t_ppf(p, dof), special.stdtrit(dof, p), atol=2e-5)
     few = np.array([0.1, 0.5, 0.9])
     np.testing.assert_allclose(cd.t_ppf(few, np.full(3, 6.0)), special.stdtrit(6.0, few))
