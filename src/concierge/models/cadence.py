@@ -27,10 +27,16 @@ few buyers borrows the prior of all categories pooled.
 
 A person with few purchases therefore gets (nearly) the category's distribution, and one with many
 gets their own rhythm. The next interval is Student-t on the log scale with :math:`2\\alpha_n`
-degrees of freedom (eq. 3.? of BDA, the posterior predictive); its median is the *expected time
+degrees of freedom (the posterior predictive of BDA §3.3); its median is the *expected time
 to the next purchase* and its 10% and 90% quantiles the *80% window*. The typical interval (for
 comparison with a known cadence) is the posterior mean of the lognormal mean,
 :math:`\\exp(\\mu_n + E[\\sigma^2]/2)`.
+
+At read time the window of the *next* purchase is conditioned on none having come in the days
+already gone since the last one (the predictive truncated below at that gap). On the simulator
+(2,000 shoppers, 120 days held out) the unconditioned window held 47% of the next purchases,
+the conditioned one 76% (nominal 80%). ``overdue`` is the unconditioned test: later than the
+80% window of the person's own rhythm.
 
 **Seller side.** The same model, one population, on log delays from buying an item to listing
 it (the ``list_item`` event names the ``bought_order_id``; without it, a listing of the same brand
