@@ -346,3 +346,28 @@ def test_incremental_evaluation_equals_full(
                 assert c.audience(f"a{i}")["members"] == len(full)
     finally:
         c.close()
+
+
+def test_profile_fields_agree_with_the_customer_360(cg: Concierge) -> None:
+    from concierge.clock import to_us
+    from concierge.models.person_frame import profile_row, read_docs
+
+    shop(cg)
+    cg.ingest(
+        [
+            {"type": "view", "customer_id": "ann", "product_id": "p2", "timestamp": at(100)},
+            purchase("ann-r", "ann", 101, [("p2", 1, 60.0)]),
+        ]
+    )
+    with cg.store.read() as conn:
+        docs = read_docs(conn)
+    as_of = to_us(cg.clock.now())
+    for person, doc in docs.items():
+        row = profile_row(person, doc, as_of_us=as_of, half_life_days=90.0)
+        aff = cg.customer(person, history=0)["features"]["affinities"]
+        assert row["top_brand"] == aff["brand"][0]["value"]
+        assert row["brand_loyalty"] == pytest.approx(aff["brand"][0]["share"], abs=1e-4)
+        assert row["top_department"] == aff["dept"][0]["value"]
+        assert row["department_share"] == pytest.approx(aff["dept"][0]["share"], abs=1e-4)
+        assert row["top_category"] == next(c["value"] for c in aff["cat"] if ">" in c["value"])
+        assert row["orders"] == cg.customer(person, history=0)["features"]["orders"]
