@@ -174,15 +174,22 @@ def refresh(
     only: str | None = None,
     full: bool = False,
 ) -> list[dict[str, Any]]:
-    """Re-evaluate audiences (all, or ``only``); returns per audience what moved."""
+    """Re-evaluate audiences (all, or ``only``); returns per audience what moved.
+
+    The evaluation reads in a transaction of its own, without the writers' lock, so ingest goes
+    on meanwhile (a full evaluation reads every profile); only the membership deltas are
+    written under the lock. The evaluation records the log position, epoch and model versions
+    it read *before* reading profiles, so anything that changes meanwhile is evaluated again by
+    the next refresh; an audience another refresh has meanwhile evaluated further is left alone.
+    """
     fields = aframe.known_fields(registry)
-    with store.write() as conn:
-        store.lock_writers(conn)
+    with store.read() as conn:
         auds = [get(conn, only)] if only is not None else list_all(conn)
         if not auds:
             return []
         applied = int(store.get_meta(conn, APPLIED) or 0)
         epoch = store.get_meta(conn, EPOCH) or ""
+        versions = aframe.model_versions(registry)
         tbl = t.audiences
         state = {
             r.audience_id: r
@@ -190,7 +197,6 @@ def refresh(
                 select(tbl).where(tbl.c.audience_id.in_([a["audience_id"] for a in auds]))
             )
         }
-        versions = aframe.model_versions(registry)
         plans: dict[str, set[str] | None] = {}
         cache: dict[int, set[str]] = {}
         for a in auds:
@@ -225,24 +231,34 @@ def refresh(
             frame_some, _v = aframe.build(
                 conn, registry, people=wanted, as_of_us=as_of_us, half_life_days=half_life_days
             )
-        out = []
+        matched: dict[str, set[str]] = {}
         for a in auds:
             aid = a["audience_id"]
-            r = state[aid]
-            compiled = compile_rule(r.rule, fields)
             scope = plans[aid]
-            if scope is None:
-                f = frame_all
-            elif frame_all is not None:
-                f = frame_all.filter(pl.col("person_id").is_in(list(scope)))
-            else:
-                f = frame_some if frame_some is not None else None
-                if f is not None:
-                    f = f.filter(pl.col("person_id").is_in(list(scope)))
-            matched: set[str] = set()
-            if f is not None and f.height:
-                matched = set(f.filter(compiled.expr)["person_id"].to_list())
-            entered, left = _apply(conn, aid, scope, matched, now_us=now_us)
+            f = frame_all if frame_all is not None else frame_some
+            if f is not None and scope is not None:
+                f = f.filter(pl.col("person_id").is_in(list(scope)))
+            rows = f.filter(compile_rule(state[aid].rule, fields).expr) if f is not None else None
+            matched[aid] = set(rows["person_id"].to_list()) if rows is not None else set()
+    out = []
+    with store.write() as conn:
+        store.lock_writers(conn)
+        tbl = t.audiences
+        now_state = {
+            r.audience_id: r
+            for r in conn.execute(
+                select(tbl).where(tbl.c.audience_id.in_([a["audience_id"] for a in auds]))
+            )
+        }
+        for a in auds:
+            aid = a["audience_id"]
+            cur = now_state.get(aid)
+            if cur is None or cur.rule != state[aid].rule:
+                continue  # deleted or redefined meanwhile
+            if cur.evaluated_seq is not None and int(cur.evaluated_seq) > applied:
+                continue  # another refresh got further meanwhile
+            scope = plans[aid]
+            entered, left = _apply(conn, aid, scope, matched[aid], now_us=now_us)
             total = int(
                 conn.execute(
                     select(func.count())
@@ -273,7 +289,7 @@ def refresh(
                     "members": total,
                 }
             )
-        return out
+    return out
 
 
 def _apply(
