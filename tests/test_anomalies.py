@@ -279,3 +279,36 @@ def test_repeated_unusual_browsing_asks_if_shopping_for_someone_else(cg: Concier
     cg.ingest([{"type": "view", "customer_id": "cal", "product_id": "d1", "timestamp": at(140)}])
     cg.scan_behaviour()
     assert cg.questions("cal") == []
+
+
+def test_segments_and_audiences_see_the_corrected_taste(cg: Concierge) -> None:
+    from concierge.audiences import frame as aframe
+    from concierge.clock import to_us
+
+    menswear_store(cg)
+    cg.ingest([buy("b-dress", "bob", 140, "d1", "S", 70.0)])
+    cg.scan_behaviour()
+    q = cg.questions("bob")[0]
+    with cg.store.read() as conn:
+        before, _v = aframe.build(
+            conn, cg.registry, people=["bob"], as_of_us=to_us(cg.clock.now()), half_life_days=90.0
+        )
+    cg.ingest(
+        [
+            {
+                "type": "answer",
+                "customer_id": "bob",
+                "question_id": q["question_id"],
+                "answer": True,
+                "about_product_id": "d1",
+                "timestamp": at(141),
+            }
+        ]
+    )
+    with cg.store.read() as conn:
+        after, _v = aframe.build(
+            conn, cg.registry, people=["bob"], as_of_us=to_us(cg.clock.now()), half_life_days=90.0
+        )
+    assert before["department_share"][0] < 1.0 and after["department_share"][0] == 1.0
+    assert after["top_department"][0] == "men" and after["questions_pending"][0] == 0
+    assert before["questions_pending"][0] == 1

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 from sqlalchemy import Connection
 
+from concierge.models import anomalies
 from concierge.models.anomalies import count_pending
 from concierge.models.cadence import CadenceModel
 from concierge.models.person_frame import (
@@ -132,6 +133,12 @@ def build(
     """The evaluation frame for ``people`` (everyone when ``None``) and the model versions used."""
     docs = read_docs(conn, people)
     persons = sorted(docs)
+    for p in persons:  # answers that keep items apart from taste (rare: a query each)
+        doc = docs[p]
+        if any(q.startswith(anomalies.PREFIX) for q in doc["answers"]):
+            cids, aids = anomalies.aliases_of(conn, [p])
+            lines = anomalies.excluded_lines(conn, doc, cids, aids)
+            docs[p] = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
     rows = [
         profile_row(p, docs[p], as_of_us=as_of_us, half_life_days=half_life_days) for p in persons
     ]

@@ -249,7 +249,7 @@ def population_of(arrays: dict[str, Any]) -> pl.DataFrame:
     )
 
 
-def _aliases_of(conn: Connection, people: Sequence[str]) -> tuple[list[str], list[str]]:
+def aliases_of(conn: Connection, people: Sequence[str]) -> tuple[list[str], list[str]]:
     from concierge.store.engine import among
 
     cids = {p for p in people if not p.startswith("anon:")}
@@ -262,7 +262,7 @@ def _aliases_of(conn: Connection, people: Sequence[str]) -> tuple[list[str], lis
 
 def history_of(conn: Connection, people: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The whole log of some people (events with person_id, and their items)."""
-    cids, aids = _aliases_of(conn, people)
+    cids, aids = aliases_of(conn, people)
     clauses: list[Any] = []
     if cids:
         clauses.append(t.events.c.customer_id.in_(cids))
