@@ -93,6 +93,12 @@ def build_demo(
             with c.store.write() as conn:
                 c.store.set_meta(conn, "demo_dataset", dataset)
         c.ensure_api_key("demo admin", "admin", admin_key)
+        trained: list[dict[str, Any]] = []
+        if not reused or not c.models():
+            task = progress.add_task("training models", total=None) if progress else None
+            trained = [r.as_dict() for r in c.train()]
+            if progress is not None and task is not None:
+                progress.update(task, total=1, completed=1)
         with c.store.read() as conn:
             example = conn.execute(
                 select(t.profiles.c.person_id)
@@ -107,6 +113,7 @@ def build_demo(
         "reused": reused,
         "seconds": time.perf_counter() - start,
         "stats": stats,
+        "trained": trained,
         "admin_key": admin_key,
         "example_customer": example,
     }
