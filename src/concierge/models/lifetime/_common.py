@@ -57,12 +57,30 @@ def check_rfm(frequency: Any, recency: Any, T: Any) -> tuple[F, F, F]:
 
 def compress(*columns: F) -> tuple[tuple[F, ...], F]:
     """Unique rows of the columns and how often each occurs (likelihoods then cost per unique
-    row: CDNOW weeks 1-39 has 2,357 customers but far fewer distinct (x, t_x, T))."""
-    stacked = np.column_stack(columns)
-    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
-    return tuple(np.ascontiguousarray(uniq[:, i]) for i in range(uniq.shape[1])), counts.astype(
-        np.float64
-    )
+    row: CDNOW weeks 1-39 has 2,357 customers but far fewer distinct (x, t_x, T)).
+
+    One ``lexsort`` and a diff; several times faster than ``np.unique(axis=0)``.
+    """
+    order = np.lexsort(columns[::-1])
+    srt = [c[order] for c in columns]
+    change = np.zeros(order.size, dtype=bool)
+    change[0] = True
+    for c in srt:  # a handful of columns, each one vectorized pass
+        change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    counts = np.diff(np.append(starts, order.size)).astype(np.float64)
+    return tuple(np.ascontiguousarray(c[starts]) for c in srt), counts
+
+
+def by_count(x: F, w: F) -> tuple[F, F, npt.NDArray[np.int64]]:
+    """The distinct whole-number values of ``x``, their total weights and each row's index.
+
+    Terms of a likelihood that depend on x alone (lnΓ(r+x), digamma(b+x), …) are then evaluated
+    once per distinct x (a few dozen values) instead of once per row.
+    """
+    vals, inv = np.unique(x, return_inverse=True)
+    weights = np.bincount(inv, weights=w, minlength=vals.size).astype(np.float64)
+    return vals, weights, inv.astype(np.int64)
 
 
 def fit_log_params(

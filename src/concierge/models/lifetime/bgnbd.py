@@ -35,7 +35,14 @@ from pydantic import Field
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from concierge.models.base import ModelBase, ModelConfig
-from concierge.models.lifetime._common import F, as_array, check_rfm, compress, fit_log_params
+from concierge.models.lifetime._common import (
+    F,
+    as_array,
+    by_count,
+    check_rfm,
+    compress,
+    fit_log_params,
+)
 
 PARAMS = ("r", "alpha", "a", "b")
 
@@ -71,35 +78,48 @@ class BetaGeo(ModelBase[BetaGeoConfig]):
     # -- fitting -----------------------------------------------------------------------------
 
     @staticmethod
-    def _objective(log_p: F, x: F, t_x: F, big_t: F, w: F, penalizer: float) -> tuple[float, F]:
-        """Weighted mean negative log-likelihood (FHL 2005 eq. 6) and its gradient in log-params."""
+    def _objective(
+        log_p: F, x: F, t_x: F, big_t: F, w: F, penalizer: float, xs: tuple[F, F]
+    ) -> tuple[float, F]:
+        """Weighted mean negative log-likelihood (FHL 2005 eq. 6) and its gradient in log-params.
+
+        ln L = A₁ + A₂ + ln(e^A₃ + δ(x>0) e^A₄) with A₁ = lnΓ(r+x) - lnΓ(r) + r ln α,
+        A₂ = ln B(a, b+x) - ln B(a, b), A₃ = -(r+x) ln(α+T),
+        A₄ = ln a - ln(b+x-1) - (r+x) ln(α+t_x). A₁ and A₂ depend on the data only through x,
+        so they and their derivatives are summed over the distinct values of x (``xs``: the
+        values and their total weights); only the A₃/A₄ mixture is per row.
+        """
         r, alpha, a, b = np.exp(log_p)
-        has = x > 0
-        a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-        a2 = betaln(a, b + x) - betaln(a, b)
-        a3 = -(r + x) * np.log(alpha + big_t)
-        bx1 = b + np.maximum(x, 1.0) - 1.0
-        a4 = np.log(a) - np.log(bx1) - (r + x) * np.log(alpha + t_x)
-        m = np.where(has, np.maximum(a3, a4), a3)
-        e3 = np.exp(a3 - m)
-        e4 = np.where(has, np.exp(a4 - m), 0.0)
-        tot = e3 + e4
-        ll = a1 + a2 + m + np.log(tot)
-        w3, w4 = e3 / tot, e4 / tot
-        d_r = (
-            digamma(r + x)
-            - digamma(r)
-            + np.log(alpha)
-            - w3 * np.log(alpha + big_t)
-            - w4 * np.log(alpha + t_x)
+        kx, kw = xs
+        n = kw.sum()
+        # terms in x alone, over the distinct x
+        a12 = kw @ (gammaln(r + kx) + betaln(a, b + kx)) - n * (
+            gammaln(r) - r * np.log(alpha) + betaln(a, b)
         )
-        d_alpha = r / alpha - w3 * (r + x) / (alpha + big_t) - w4 * (r + x) / (alpha + t_x)
-        d_a = digamma(a + b) - digamma(a + b + x) + w4 / a
-        d_b = digamma(a + b) + digamma(b + x) - digamma(b) - digamma(a + b + x) - w4 / bx1
-        n = w.sum()
+        g_r = kw @ digamma(r + kx) - n * (digamma(r) - np.log(alpha))
+        g_alpha = n * r / alpha
+        g_a = n * digamma(a + b) - kw @ digamma(a + b + kx)
+        g_b = n * (digamma(a + b) - digamma(b)) + kw @ (digamma(b + kx) - digamma(a + b + kx))
+        # the mixture, per row
+        has = x > 0
+        la_t = np.log(alpha + big_t)
+        la_tx = np.log(alpha + t_x)
+        bx1 = b + np.maximum(x, 1.0) - 1.0
+        a3 = -(r + x) * la_t
+        a4 = np.log(a) - np.log(bx1) - (r + x) * la_tx
+        d = np.where(has, a4 - a3, -np.inf)  # log(e^A4 / e^A3)
+        w4 = 0.5 * (1.0 + np.tanh(0.5 * d))  # e^A4 / (e^A3 + e^A4), overflow-free
+        w3 = 1.0 - w4
+        mix = a3 + np.logaddexp(0.0, d)
+        ll = a12 + float(w @ mix)
+        ww3, ww4 = w * w3, w * w4
+        g_r += -(ww3 @ la_t) - (ww4 @ la_tx)
+        g_alpha += -(ww3 @ ((r + x) / (alpha + big_t))) - (ww4 @ ((r + x) / (alpha + t_x)))
+        g_a += ww4.sum() / a
+        g_b += -(ww4 @ (1.0 / bx1))
         params = np.array([r, alpha, a, b])
-        grad = np.array([w @ d_r, w @ d_alpha, w @ d_a, w @ d_b]) / n
-        value = -float(w @ ll) / n + penalizer * float(params @ params)
+        grad = np.array([g_r, g_alpha, g_a, g_b]) / n
+        value = -ll / n + penalizer * float(params @ params)
         # chain rule to log-parameters: d/d(log θ) = θ d/dθ
         g = -grad * params + 2.0 * penalizer * params * params
         return value, g
@@ -108,11 +128,12 @@ class BetaGeo(ModelBase[BetaGeoConfig]):
         """Fit by maximum likelihood on per-customer (x, t_x, T)."""
         x, t_x, big_t = check_rfm(frequency, recency, T)
         (ux, ut, uT), w = compress(x, t_x, big_t)
+        kx, kw, _ = by_count(ux, w)
         scale = float(np.mean(big_t))
         start = np.log(np.array([1.0, scale, 1.0, 1.0]))
         pen = self.config.penalizer
         params, ok, nit, msg = fit_log_params(
-            lambda lp: self._objective(lp, ux, ut, uT, w, pen),
+            lambda lp: self._objective(lp, ux, ut, uT, w, pen, (kx, kw)),
             start,
             jac=True,
             maxiter=self.config.maxiter,

@@ -32,9 +32,10 @@ from scipy.special import digamma, gammaln
 
 from concierge.errors import InputError
 from concierge.models.base import ModelBase, ModelConfig
-from concierge.models.lifetime._common import F, as_array, compress, fit_log_params
+from concierge.models.lifetime._common import F, as_array, by_count, fit_log_params
 
 PARAMS = ("p", "q", "gamma")
+_Pre = tuple[F, F, float, float, F]  # distinct x, their weights, Σw·x·ln m, Σw·ln m, w·x
 
 
 def check_spend(frequency: Any, monetary_value: Any) -> tuple[F, F]:
@@ -73,25 +74,32 @@ class GammaGamma(ModelBase[GammaGammaConfig]):
     Config: ClassVar[type[ModelConfig]] = GammaGammaConfig
 
     @staticmethod
-    def _objective(lp: F, x: F, m: F, w: F, pen: float) -> tuple[float, F]:
+    def _objective(lp: F, x: F, m: F, w: F, pen: float, pre: _Pre) -> tuple[float, F]:
+        """Weighted mean negative log-likelihood and its gradient in log-parameters.
+
+        The terms in x alone (lnΓ(px+q) - lnΓ(px) + px ln x) are summed over the distinct x;
+        Σ w (px-1) ln m is p·S₁ - S₀ with sums fixed by the data; only ln(γ + x m) is per row.
+        """
         p, q, g = np.exp(lp)
-        px = p * x
+        kx, kw, s1, s0, wx = pre
+        n = kw.sum()
+        pk = p * kx
+        lgx = np.log(g + x * m)
         ll = (
-            gammaln(px + q)
-            - gammaln(px)
-            - gammaln(q)
-            + q * np.log(g)
-            + (px - 1.0) * np.log(m)
-            + px * np.log(x)
-            - (px + q) * np.log(g + x * m)
+            kw @ (gammaln(pk + q) - gammaln(pk) + pk * np.log(kx))
+            - n * gammaln(q)
+            + n * q * np.log(g)
+            + p * s1
+            - s0
+            - p * (wx @ lgx)
+            - q * (w @ lgx)
         )
-        d_p = x * (digamma(px + q) - digamma(px) + np.log(m) + np.log(x) - np.log(g + x * m))
-        d_q = digamma(px + q) - digamma(q) + np.log(g) - np.log(g + x * m)
-        d_g = q / g - (px + q) / (g + x * m)
-        n = w.sum()
+        d_p = kw @ (kx * (digamma(pk + q) - digamma(pk) + np.log(kx))) + s1 - wx @ lgx
+        d_q = kw @ digamma(pk + q) - n * digamma(q) + n * np.log(g) - w @ lgx
+        d_g = n * q / g - (p * wx + q * w) @ (1.0 / (g + x * m))
         params = np.array([p, q, g])
-        grad = np.array([w @ d_p, w @ d_q, w @ d_g]) / n
-        value = -float(w @ ll) / n + pen * float(params @ params)
+        grad = np.array([d_p, d_q, d_g]) / n
+        value = -float(ll) / n + pen * float(params @ params)
         return value, -grad * params + 2.0 * pen * params * params
 
     def fit(self, frequency: Any, monetary_value: Any) -> Self:
@@ -101,11 +109,15 @@ class GammaGamma(ModelBase[GammaGammaConfig]):
         keep = (x > 0) & (m > 0)
         if int(keep.sum()) < 2:
             raise InputError.one("frequency", "need at least two customers with repeat purchases")
-        (ux, um), w = compress(x[keep], m[keep])
-        start = np.log(np.array([1.0, 1.0, float(np.mean(m[keep]))]))
+        ux, um = x[keep], m[keep]
+        w = np.ones_like(ux)
+        kx, kw, _ = by_count(ux, w)
+        log_m = np.log(um)
+        pre: _Pre = (kx, kw, float(w @ (ux * log_m)), float(w @ log_m), w * ux)
+        start = np.log(np.array([1.0, 1.0, float(np.mean(um))]))
         pen = self.config.penalizer
         params, ok, nit, _msg = fit_log_params(
-            lambda lp: self._objective(lp, ux, um, w, pen),
+            lambda lp: self._objective(lp, ux, um, w, pen, pre),
             start,
             jac=True,
             maxiter=self.config.maxiter,
@@ -114,7 +126,9 @@ class GammaGamma(ModelBase[GammaGammaConfig]):
         self.n_ = int(keep.sum())
         self.converged_ = ok
         self.iterations_ = nit
-        self.log_likelihood_ = -self._objective(np.log(params), ux, um, w, 0.0)[0] * float(w.sum())
+        self.log_likelihood_ = -self._objective(np.log(params), ux, um, w, 0.0, pre)[0] * float(
+            w.sum()
+        )
         return self._fitted()
 
     def params_array(self) -> F:
