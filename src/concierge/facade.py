@@ -491,6 +491,8 @@ class Concierge:
             report = trainer.train(ctx)
             report.seconds = _time.perf_counter() - start
             reports.append(report)
+        if self._per_person is not None:
+            self._per_person.refresh()  # this process serves the new versions at once
         return reports
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:

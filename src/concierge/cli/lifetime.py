@@ -101,7 +101,7 @@ def _print(r: dict[str, Any], unit: str) -> None:
     )
     rows = [(n, m) for n, m in r["models"].items() if "purchases" in m]
     lt = r.get("lifetimes_bgnbd", {})
-    if lt.get("available"):
+    if lt.get("converged"):
         rows.append(("lifetimes BG/NBD", lt | {"log_likelihood": None}))
     for name, m in rows:
         p = m["purchases"]
@@ -116,6 +116,8 @@ def _print(r: dict[str, Any], unit: str) -> None:
             _f(p.get("total_actual"), 1),
         )
     out.print(table)
+    if lt and not lt.get("converged"):
+        out.print(f"lifetimes BG/NBD: {lt.get('error') or lt.get('reason')}")
     freq = Table(
         "x (calibration)",
         "n",

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from pydantic import Field
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -125,7 +126,7 @@ class ChurnModel(ModelBase[ChurnConfig]):
     def predict_proba(self, X: Any) -> F:
         """P(no purchase in the window) per row."""
         z = self.contributions(X).sum(axis=1) + self.intercept_
-        out: F = 1.0 / (1.0 + np.exp(-z))
+        out: F = expit(z)
         return out
 
     def _state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:

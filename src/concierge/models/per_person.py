@@ -71,6 +71,11 @@ class PerPerson:
             self._live[name] = live
         return live.get()
 
+    def refresh(self) -> None:
+        """Look for newer versions now (after a ``train`` in this process)."""
+        for live in self._live.values():
+            live.refresh()
+
     def names(self) -> list[str]:
         """Models whose newest version is per-person."""
         newest: dict[str, ArtifactInfo] = {}

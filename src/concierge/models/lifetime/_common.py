@@ -89,11 +89,12 @@ def fit_log_params(
     *,
     jac: bool,
     maxiter: int = 2000,
+    bounds: list[tuple[float, float]] | None = None,
 ) -> tuple[F, bool, int, str]:
     """Minimise ``objective`` over log-parameters; returns (params, converged, iterations, msg).
 
-    With an analytic gradient BFGS is used; without, Nelder-Mead first (robust from a rough
-    start) then L-BFGS-B with finite differences to polish.
+    With an analytic gradient BFGS is used; without, L-BFGS-B with finite differences inside
+    ``bounds`` (log-parameters), and the Nelder-Mead simplex if that does not converge.
     """
     if jac:
         res = minimize(
@@ -112,19 +113,18 @@ def fit_log_params(
     res = minimize(
         objective,
         start,
-        method="Nelder-Mead",
-        options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": maxiter, "maxfev": 4 * maxiter},
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-9},
     )
-    res2 = minimize(
+    if res.success:
+        return np.exp(res.x), True, int(res.nit), str(res.message)
+    res2 = minimize(  # a rough landscape: the simplex, then polish again
         objective,
         res.x,
-        method="L-BFGS-B",
-        options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-10},
+        method="Nelder-Mead",
+        bounds=bounds,
+        options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": maxiter, "maxfev": 4 * maxiter},
     )
     best = res2 if res2.fun <= res.fun else res
-    return (
-        np.exp(best.x),
-        bool(res.success or res2.success),
-        int(res.nit + res2.nit),
-        str(best.message),
-    )
+    return np.exp(best.x), bool(res2.success), int(res.nit + res2.nit), str(best.message)

@@ -209,10 +209,20 @@ class BetaGeo(ModelBase[BetaGeoConfig]):
         if not np.all(np.isfinite(tt)) or np.any(tt < 0):
             raise ValueError("t must be finite and non-negative")
         r, alpha, a, b = self._p()
-        z = tt / (alpha + big_t + tt)
-        hyp = hyp2f1(r + x, b + x, a + b + x - 1.0, z)
+        log1m_z = np.log(alpha + big_t) - np.log(alpha + big_t + tt)  # log(1 - z)
+        z = -np.expm1(log1m_z)
+        # Euler's transformation, 2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z), turns
+        # ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z) into
+        # (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z): no huge factors cancelling for large x or t
+        hyp = hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
         head = (a + b + x - 1.0) / (a - 1.0)
-        body = 1.0 - np.exp((r + x) * (np.log(alpha + big_t) - np.log(alpha + big_t + tt))) * hyp
+        scaled = (a - 1.0) * log1m_z
+        with np.errstate(divide="ignore", invalid="ignore"):
+            body = np.where(
+                hyp > 0,
+                -np.expm1(scaled + np.log(np.where(hyp > 0, hyp, 1.0))),
+                1.0 - np.exp(scaled) * hyp,
+            )
         p_alive = self.conditional_probability_alive(x, t_x, big_t)
         out: F = np.maximum(head * body * p_alive, 0.0)
         return out

@@ -93,6 +93,13 @@ def _purchase_model(cfg: LifetimeConfig) -> BetaGeo | ParetoNBD:
     return BetaGeo(penalizer=cfg.penalizer)
 
 
+def _corr(a: F, b: F) -> float | None:
+    """Pearson correlation, or None when it is undefined (fewer than 3 rows, a constant)."""
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def _arr(summary: pl.DataFrame, col: str) -> F:
     return summary.get_column(col).cast(pl.Float64).to_numpy()
 
@@ -129,9 +136,7 @@ class Lifetime(ModelBase[LifetimeConfig]):
             "purchase_model": cfg.purchase_model,
             "purchase_log_likelihood": self.purchase_.log_likelihood_,
             "spend_log_likelihood": self.spend_.log_likelihood_ if self.spend_ else None,
-            "spend_frequency_correlation": (
-                float(np.corrcoef(x[x > 0], mon[x > 0])[0, 1]) if np.sum(x > 0) > 2 else None
-            ),
+            "spend_frequency_correlation": _corr(x[x > 0], mon[x > 0]),
         }
         self._fit_churn(transactions, as_of_us)
         return self._fitted()
@@ -151,8 +156,13 @@ class Lifetime(ModelBase[LifetimeConfig]):
             .select("person_id")
             .unique()
         )
-        y = (~cal.get_column("person_id").is_in(later.get_column("person_id"))).to_numpy()
-        y = y.astype(np.float64)
+        bought = cal.select("person_id").join(
+            later.with_columns(pl.lit(True).alias("bought")),
+            on="person_id",
+            how="left",
+            maintain_order="left",
+        )
+        y = bought.get_column("bought").is_null().to_numpy().astype(np.float64)
         x, t_x, big_t = (_arr(cal, c) for c in ("frequency", "recency", "T"))
         try:
             model = _purchase_model(cfg).fit(x, t_x, big_t)

@@ -22,6 +22,8 @@ whether each shopper had really churned by then (AUC, mean P(alive) of the alive
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 import warnings
 from datetime import datetime
@@ -50,7 +52,8 @@ F = npt.NDArray[np.float64]
 def _errors(pred: F, actual: F) -> dict[str, Any]:
     if pred.size == 0:
         return {"n": 0}
-    corr = float(np.corrcoef(pred, actual)[0, 1]) if pred.size > 2 and actual.std() > 0 else None
+    ok = pred.size > 2 and actual.std() > 0 and pred.std() > 0
+    corr = float(np.corrcoef(pred, actual)[0, 1]) if ok else None
     return {
         "n": int(pred.size),
         "mae": float(np.mean(np.abs(pred - actual))),
@@ -87,17 +90,32 @@ def _lifetimes_bgnbd(x: F, t_x: F, big_t: F, horizon: float) -> dict[str, Any]:
             from lifetimes import BetaGeoFitter
     except ImportError as exc:
         return {"available": False, "reason": f"lifetimes is not installed ({exc})"}
-    with warnings.catch_warnings():
+    noise = io.StringIO()  # lifetimes prints its optimizer's state on failure
+    with warnings.catch_warnings(), contextlib.redirect_stdout(noise):
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        fitter = BetaGeoFitter().fit(pd.Series(x), pd.Series(t_x), pd.Series(big_t))
+        try:
+            fitter = BetaGeoFitter().fit(pd.Series(x), pd.Series(t_x), pd.Series(big_t))
+        except Exception as exc:  # lifetimes raises its own ConvergenceError
+            return {
+                "available": True,
+                "converged": False,
+                "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}",
+                "fit_seconds": time.perf_counter() - start,
+            }
         secs = time.perf_counter() - start
         pred = np.asarray(
             fitter.conditional_expected_number_of_purchases_up_to_time(horizon, x, t_x, big_t),
             dtype=np.float64,
         )
     params = {k: float(v) for k, v in fitter.params_.items()}
-    return {"available": True, "params": params, "fit_seconds": secs, "prediction": pred}
+    return {
+        "available": True,
+        "converged": True,
+        "params": params,
+        "fit_seconds": secs,
+        "prediction": pred,
+    }
 
 
 def evaluate_transactions(
@@ -159,7 +177,7 @@ def evaluate_transactions(
         }
     if compare_lifetimes:
         lt = _lifetimes_bgnbd(x, t_x, big_t, horizon)
-        if lt.get("available"):
+        if lt.get("converged"):
             pred = lt.pop("prediction")
             lt["purchases"] = _errors(pred, actual)
             lt["max_abs_difference_to_ours"] = float(np.max(np.abs(pred - preds["bgnbd"])))
@@ -196,7 +214,10 @@ def _churn(tx: pl.DataFrame, split: pl.DataFrame, cal_us: int, hold_us: int) -> 
     summary = rfm_summary(tx, as_of=cal_us)
     scores = model.score(summary)
     got = summary.select("person_id").join(
-        split.select("person_id", "frequency_holdout"), on="person_id", how="left"
+        split.select("person_id", "frequency_holdout"),
+        on="person_id",
+        how="left",
+        maintain_order="left",
     )
     outcome = (got.get_column("frequency_holdout").fill_null(0) == 0).to_numpy().astype(float)
     baseline = ch.evaluate_probabilities(1.0 - scores["p_alive"], outcome)
