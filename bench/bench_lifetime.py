@@ -138,7 +138,6 @@ def _million(seed: int = 42) -> tuple[pl.DataFrame, Lifetime]:
         frequency=x[s],
         days_since_last=since[s],
         usual_gap=ch.usual_gap_days(t_x[s], x[s], pop_gap, 2.0),
-        age_days=big_t[s],
     )
     alive = rng.random(feats.shape[0]) < p_alive
     buys = rng.random(feats.shape[0]) < 1 - np.exp(-90.0 * (x[s] + 0.2) / big_t[s])

@@ -118,6 +118,11 @@ def _print(r: dict[str, Any], unit: str) -> None:
     out.print(table)
     if lt and not lt.get("converged"):
         out.print(f"lifetimes BG/NBD: {lt.get('error') or lt.get('reason')}")
+    elif lt.get("non_finite_predictions"):
+        out.print(
+            f"lifetimes BG/NBD: {lt['non_finite_predictions']:,} predictions are not finite "
+            "(left out of its errors)"
+        )
     freq = Table(
         "x (calibration)",
         "n",

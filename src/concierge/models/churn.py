@@ -9,8 +9,9 @@ calibrated on the data it was fitted on, and the trainer checks that on customer
 
 Features (all from the customer's own history plus the BG/NBD):
 
-``logit_p_alive``
-    logit of P(alive) from the purchase model fitted at the cut-off.
+``p_alive``
+    P(alive) from the purchase model fitted at the cut-off (a probability, not its logit: the
+    logit of P(alive) ≈ 1 is unbounded and shifts between the fit and the scoring time).
 ``log_frequency``
     log(1 + repeat transactions).
 ``log_days_since_last``
@@ -21,8 +22,11 @@ Features (all from the customer's own history plus the BG/NBD):
     population's median gap with the weight of ``prior_gaps`` pseudo-intervals,
     (t_x + k · g_pop) / (x + k), so one or two purchases do not make a rhythm (engineer B's
     hierarchical cadence model can replace this feature after the merge).
-``log_age_days``
-    log(1 + days since the first purchase).
+(There is no "age" feature: for one-time buyers it equals the days since the purchase, and it
+drifts between the cut-off and scoring time, where a fitted model would extrapolate.)
+
+Each feature is clipped to the range seen in fitting before it is scored, so a customer unlike
+any in the fit gets the nearest fitted risk rather than an extrapolated 0 or 1.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from concierge.errors import InputError
 from concierge.models.base import ModelBase, ModelConfig
 
 F = npt.NDArray[np.float64]
-FEATURES = ("logit_p_alive", "log_frequency", "log_days_since_last", "log_overdue", "log_age_days")
+FEATURES = ("p_alive", "log_frequency", "log_days_since_last", "log_overdue")
 
 
 def usual_gap_days(recency_days: F, frequency: F, population_gap: float, prior_gaps: float) -> F:
@@ -58,16 +62,14 @@ def population_gap_days(recency_days: F, frequency: F) -> float:
     return float(np.median(recency_days[rep] / frequency[rep]))
 
 
-def features(*, p_alive: F, frequency: F, days_since_last: F, usual_gap: F, age_days: F) -> F:
+def features(*, p_alive: F, frequency: F, days_since_last: F, usual_gap: F) -> F:
     """The feature matrix (rows: customers; columns: :data:`FEATURES`)."""
-    p = np.clip(p_alive, 1e-6, 1 - 1e-6)
     return np.column_stack(
         [
-            np.log(p) - np.log1p(-p),
+            np.clip(p_alive, 0.0, 1.0),
             np.log1p(frequency),
             np.log1p(np.maximum(days_since_last, 0.0)),
             np.log(np.maximum(days_since_last, 0.5) / np.maximum(usual_gap, 0.5)),
-            np.log1p(np.maximum(age_days, 0.0)),
         ]
     )
 
@@ -86,7 +88,8 @@ class ChurnConfig(ModelConfig):
 class ChurnModel(ModelBase[ChurnConfig]):
     """Logistic regression of "no purchase in the window" on :data:`FEATURES`.
 
-    Fitted attributes: ``mean_``, ``scale_`` (standardisation), ``coef_``, ``intercept_``,
+    Fitted attributes: ``low_``, ``high_`` (the fitted range, where scoring clips),
+    ``mean_``, ``scale_`` (standardisation), ``coef_``, ``intercept_``,
     ``base_rate_`` (share of churners in the fitted data).
     """
 
@@ -106,6 +109,8 @@ class ChurnModel(ModelBase[ChurnConfig]):
             raise InputError.one("y", "labels must be 0 or 1")
         if ya.min() == ya.max():
             raise InputError.one("y", "both outcomes are needed to fit a churn model")
+        self.low_ = Xa.min(axis=0)
+        self.high_ = Xa.max(axis=0)
         self.mean_ = Xa.mean(axis=0)
         scale = Xa.std(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
@@ -119,7 +124,7 @@ class ChurnModel(ModelBase[ChurnConfig]):
     def contributions(self, X: Any) -> F:
         """Each feature's additive share of the log-odds (standardised value × coefficient)."""
         self.check_fitted()
-        Xa = np.asarray(X, dtype=np.float64)
+        Xa = np.clip(np.asarray(X, dtype=np.float64), self.low_, self.high_)
         out: F = (Xa - self.mean_) / self.scale_ * self.coef_
         return out
 
@@ -131,6 +136,8 @@ class ChurnModel(ModelBase[ChurnConfig]):
 
     def _state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
         return {
+            "low": self.low_,
+            "high": self.high_,
             "mean": self.mean_,
             "scale": self.scale_,
             "coef": self.coef_,
@@ -138,6 +145,8 @@ class ChurnModel(ModelBase[ChurnConfig]):
         }, {"features": list(FEATURES), "base_rate": self.base_rate_}
 
     def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
+        self.low_ = np.asarray(arrays["low"], np.float64)
+        self.high_ = np.asarray(arrays["high"], np.float64)
         self.mean_ = np.asarray(arrays["mean"], np.float64)
         self.scale_ = np.asarray(arrays["scale"], np.float64)
         self.coef_ = np.asarray(arrays["coef"], np.float64)

@@ -179,8 +179,14 @@ def evaluate_transactions(
         lt = _lifetimes_bgnbd(x, t_x, big_t, horizon)
         if lt.get("converged"):
             pred = lt.pop("prediction")
-            lt["purchases"] = _errors(pred, actual)
-            lt["max_abs_difference_to_ours"] = float(np.max(np.abs(pred - preds["bgnbd"])))
+            finite = np.isfinite(pred)  # lifetimes' eq. 10 overflows for large x (NaN)
+            lt["non_finite_predictions"] = int((~finite).sum())
+            lt["purchases"] = _errors(pred[finite], actual[finite])
+            lt["max_abs_difference_to_ours"] = (
+                float(np.max(np.abs(pred[finite] - preds["bgnbd"][finite])))
+                if finite.any()
+                else None
+            )
             lt["fit_time_ratio_ours_over_lifetimes"] = (
                 report["models"]["bgnbd"]["fit_seconds"] / lt["fit_seconds"]
             )
@@ -238,7 +244,6 @@ def _churn(tx: pl.DataFrame, split: pl.DataFrame, cal_us: int, hold_us: int) -> 
         frequency=scores["repeat_purchases"],
         days_since_last=scores["days_since_last_purchase"],
         usual_gap=scores["usual_gap_days"],
-        age_days=scores["customer_age_days"],
     )
     if outcome.min() == outcome.max():
         return {

@@ -9,11 +9,10 @@ from concierge.models.lifetime.clv import Lifetime
 from concierge.models.per_person import Scores
 
 _DRIVER_TEXT = {
-    "logit_p_alive": "probability still active",
+    "p_alive": "probability still active",
     "log_frequency": "number of repeat purchases",
     "log_days_since_last": "days since the last purchase",
     "log_overdue": "lateness against their own rhythm",
-    "log_age_days": "time since the first purchase",
 }
 
 
