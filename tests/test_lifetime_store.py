@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -17,8 +18,12 @@ from typer.testing import CliRunner
 from concierge import Concierge
 from concierge.api.app import create_app
 from concierge.cli.main import app
+from concierge.clock import to_us
 from concierge.ingest.bulk import import_file
-from concierge.models.lifetime.clv import COLUMNS
+from concierge.models.lifetime.clv import COLUMNS, LifetimeConfig
+from concierge.models.lifetime.data import log_transactions
+from concierge.models.lifetime.trainer import LifetimeTrainer
+from concierge.models.training import TrainContext
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # the cg fixture's clock
 START = datetime(2025, 6, 1, tzinfo=UTC)
@@ -164,12 +169,32 @@ def test_purchases_follow_identity_stitching(cg: Concierge) -> None:
             "traits": {},
         },
         buy("zed-1", "zed", START + timedelta(days=40), 30.0),
+        buy("ghost-1", None, START + timedelta(days=50), 20.0, anonymous_id="dev-7"),
+        buy("ghost-2", None, START + timedelta(days=90), 20.0, anonymous_id="dev-7"),
     ]
     cg.ingest(events)
     cg.train()
-    row = cg.predictions(["zed", "anon:dev-9"]).rows(named=True)
+    row = cg.predictions(["zed", "anon:dev-9", "anon:dev-7"]).rows(named=True)
     assert row[0]["repeat_purchases"] == 1  # the anonymous purchase is zed's first
-    assert row[1]["p_alive"] is None
+    assert row[1]["p_alive"] is None and row[2]["p_alive"] is None
+    # never identified: not modelled by default, and the 360 says why
+    ghost = cg.customer(anonymous_id="dev-7", history=0)["predictions"]["lifetime"]
+    assert ghost["scored"] is False and ghost["reasons"][0]["code"] == "anonymous"
+    with_anon = log_transactions(cg.store, include_anonymous=True)
+    assert with_anon.filter(pl.col("person_id") == "anon:dev-7").height == 2
+    assert log_transactions(cg.store).filter(pl.col("person_id") == "anon:dev-7").height == 0
+    # a trainer configured to include them scores them
+    ctx = TrainContext(
+        store=cg.store,
+        registry=cg.registry,
+        settings=cg.settings,
+        clock=cg.clock,
+        as_of_us=to_us(NOW),
+        log_seq=0,
+    )
+    LifetimeTrainer(LifetimeConfig(include_anonymous=True)).train(ctx)
+    cg.per_person.refresh()
+    assert cg.predictions(["anon:dev-7"])["repeat_purchases"].to_list() == [1.0]
 
 
 @pytest.fixture
@@ -290,24 +315,19 @@ def test_online_retail_evaluation(tmp_path: Path, shared_data: Path) -> None:
             holdout_end=datetime(2011, 12, 10, tzinfo=UTC),
         )
     bg = report["models"]["bgnbd"]["purchases"]
-    assert report["customers"] > 3000
     assert bg["correlation"] > 0.6
     lt = report["lifetimes_bgnbd"]
     if lt["converged"]:
         assert lt["max_abs_difference_to_ours"] < 1e-2
     else:  # on this split lifetimes' optimizer stops with "precision loss" (a -> 0)
         assert "ConvergenceError" in lt["error"]
+    assert report["customers"] == 3317  # known customers only: guest invoices are not people
     churn = report["churn"]["holdout"]
     assert churn["auc"] > 0.7
-    assert (
-        abs(
-            churn["observed_rate"]
-            - np.mean([r["mean_predicted"] * r["n"] for r in churn["reliability"]])
-            * len(churn["reliability"])
-            / churn["n"]
-        )
-        < 0.1
-    )
+    assert churn["brier"] < report["churn"]["baseline_1_minus_p_alive"]["brier"]
+    mean_predicted = sum(r["mean_predicted"] * r["n"] for r in churn["reliability"]) / churn["n"]
+    # fitted on May-September, scored on the autumn peak, when fewer customers lapse
+    assert abs(mean_predicted - churn["observed_rate"]) < 0.15
 
 
 @pytest.mark.slow

@@ -530,6 +530,7 @@ class Concierge:
         compare_lifetimes: bool = True,
         period_days: float = 1.0,
         truth_path: Path | None = None,
+        include_anonymous: bool = False,
     ) -> dict[str, Any]:
         """Holdout evaluation of the lifetime and churn models on this store's log (see
         :mod:`concierge.models.lifetime.evaluate`); ``holdout_end`` defaults to the clock's now."""
@@ -542,6 +543,7 @@ class Concierge:
             compare_lifetimes=compare_lifetimes,
             period_days=period_days,
             truth_path=truth_path,
+            include_anonymous=include_anonymous,
         )
 
     # -- access ----------------------------------------------------------------------------

@@ -50,6 +50,10 @@ def evaluate_predictions(
             dir_okay=False,
         ),
     ] = None,
+    include_anonymous: Annotated[
+        bool,
+        typer.Option("--include-anonymous", help="Also model people never identified."),
+    ] = False,
     no_lifetimes: Annotated[
         bool, typer.Option("--no-lifetimes", help="Skip the comparison with `lifetimes`.")
     ] = False,
@@ -67,6 +71,7 @@ def evaluate_predictions(
             compare_lifetimes=not no_lifetimes,
             period_days=7.0 if unit == "weeks" else 1.0,
             truth_path=truth,
+            include_anonymous=include_anonymous,
         )
     except ConciergeError as exc:
         _fail(exc, as_json)

@@ -85,6 +85,11 @@ class LifetimeConfig(ModelConfig):
     )
     min_customers: int = Field(20, ge=2, description="Fewer purchasers than this: not trained.")
     seed: int = Field(42, description="Seed of the churn test split.")
+    include_anonymous: bool = Field(
+        False,
+        description="Also model people never identified (anon: ids); see "
+        "concierge.models.lifetime.data.log_transactions.",
+    )
 
 
 def _purchase_model(cfg: LifetimeConfig) -> BetaGeo | ParetoNBD:

@@ -12,8 +12,15 @@ from concierge.store import tables as t
 from concierge.store.engine import Store
 
 
-def log_transactions(store: Store, *, as_of_us: int | None = None) -> pl.DataFrame:
+def log_transactions(
+    store: Store, *, as_of_us: int | None = None, include_anonymous: bool = False
+) -> pl.DataFrame:
     """``person_id, ts_us, value`` of every purchase in the log (up to ``as_of_us``).
+
+    Purchases of people who were never identified (person ids ``anon:…``) are left out unless
+    ``include_anonymous``: an anonymous id follows a device or, for guest checkouts, a single
+    order (the Online Retail importer gives each guest invoice its own), so it would count one
+    shopper as many one-time buyers and bend every repeat-purchase model toward x = 0.
 
     People are those of the ``profiles`` table: the identity graph's exceptions (the
     ``identities`` table) are joined, every other alias is its default person
@@ -44,4 +51,7 @@ def log_transactions(store: Store, *, as_of_us: int | None = None) -> pl.DataFra
         .join(ids, on="alias", how="left")
         .with_columns(pl.coalesce("mapped", default).alias("person_id"))
     )
-    return purchases(ev, items)
+    out = purchases(ev, items)
+    if not include_anonymous:
+        out = out.filter(~pl.col("person_id").str.starts_with(ANON_PREFIX))
+    return out

@@ -309,13 +309,15 @@ def evaluate_store(
     period_days: float = 1.0,
     compare_lifetimes: bool = True,
     truth_path: Path | None = None,
+    include_anonymous: bool = False,
 ) -> dict[str, Any]:
-    """:func:`evaluate_transactions` on a store's log (people as in its profiles)."""
+    """:func:`evaluate_transactions` on a store's log (people as in its profiles; people never
+    identified only with ``include_anonymous``)."""
     hold_us = to_us(holdout_end)
     cal_us = to_us(calibration_end)
     if hold_us <= cal_us:
         raise InputError.one("holdout_end", "must be after calibration_end")
-    tx = log_transactions(store, as_of_us=hold_us)
+    tx = log_transactions(store, as_of_us=hold_us, include_anonymous=include_anonymous)
     report = evaluate_transactions(
         tx,
         calibration_end=cal_us,
@@ -323,6 +325,7 @@ def evaluate_store(
         period_days=period_days,
         compare_lifetimes=compare_lifetimes,
     )
+    report["include_anonymous"] = include_anonymous
     if truth_path is not None:
         report["truth"] = truth_comparison(tx, truth_path, cal_us)
     return report

@@ -31,7 +31,9 @@ class LifetimeTrainer:
 
     def train(self, ctx: TrainContext) -> TrainReport:
         ctx.report(NAME, 0.0)
-        tx = log_transactions(ctx.store, as_of_us=ctx.as_of_us)
+        tx = log_transactions(
+            ctx.store, as_of_us=ctx.as_of_us, include_anonymous=self.config.include_anonymous
+        )
         ctx.report(NAME, 0.2)
         try:
             model = Lifetime(self.config).fit(tx, as_of=ctx.as_of_us)

@@ -7,6 +7,7 @@ from typing import Any
 from concierge.clock import from_us
 from concierge.models.lifetime.clv import Lifetime
 from concierge.models.per_person import Scores
+from concierge.schema.events import ANON_PREFIX
 
 _DRIVER_TEXT = {
     "p_alive": "probability still active",
@@ -39,11 +40,18 @@ def predictions(scores: Scores | None, person_id: str) -> dict[str, Any]:
     as_of = from_us(scores.info.as_of_us).isoformat()
     row = scores.row(person_id)
     if row is None:
-        why = _reason(
-            "no_purchase",
-            "no purchase up to the model's as-of date: lifetime value and churn are predicted "
-            "from the first purchase on",
-        )
+        if person_id.startswith(ANON_PREFIX) and not scores.info.config.get("include_anonymous"):
+            why = _reason(
+                "anonymous",
+                "not identified: lifetime models only follow known customers (an anonymous id "
+                "may stand for one device or one guest order, not one person)",
+            )
+        else:
+            why = _reason(
+                "no_purchase",
+                "no purchase up to the model's as-of date: lifetime value and churn are "
+                "predicted from the first purchase on",
+            )
         base = {"version": version, "as_of": as_of, "scored": False, "reasons": [why]}
         return {"lifetime": dict(base), "churn": dict(base)}
     x = int(row["repeat_purchases"])
