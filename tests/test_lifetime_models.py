@@ -359,3 +359,94 @@ def test_evaluate_probabilities_reliability_table() -> None:
     for row in r["reliability"]:
         assert abs(row["mean_predicted"] - row["observed"]) < 0.04
     assert sum(row["n"] for row in r["reliability"]) == 20_000
+
+
+# -- the summary against a plain reference --------------------------------------------------------
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> pl.DataFrame:
+    n = draw(st.integers(1, 40))
+    people = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=n, max_size=n))
+    hours = draw(st.lists(st.integers(0, 24 * 60), min_size=n, max_size=n))
+    values = draw(st.lists(st.floats(0.0, 500.0), min_size=n, max_size=n))
+    return pl.DataFrame(
+        {"person_id": people, "ts_us": [h * 3_600_000_000 for h in hours], "value": values}
+    )
+
+
+def reference_summary(tx: pl.DataFrame, as_of_us: int, period_days: float) -> dict[str, tuple]:
+    """The RFM summary the slow, obvious way: a dict of days per person."""
+    days: dict[str, dict[int, float]] = {}
+    for p, ts, v in tx.iter_rows():
+        if ts <= as_of_us:
+            d = days.setdefault(p, {})
+            d[ts // DAY_US] = d.get(ts // DAY_US, 0.0) + v
+    out = {}
+    for p, d in days.items():
+        order = sorted(d)
+        repeat = [d[k] for k in order[1:]]
+        out[p] = (
+            len(order) - 1,
+            (order[-1] - order[0]) / period_days,
+            (as_of_us - order[0] * DAY_US) / (period_days * DAY_US),
+            sum(repeat) / len(repeat) if repeat else 0.0,
+        )
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(logs(), st.integers(0, 25 * 24), st.sampled_from([1.0, 7.0]))
+def test_summary_equals_the_plain_reference(tx: pl.DataFrame, as_of_h: int, period: float) -> None:
+    as_of_us = as_of_h * 3_600_000_000
+    got = rfm_summary(tx, as_of=as_of_us, period_days=period)
+    want = reference_summary(tx, as_of_us, period)
+    assert sorted(got["person_id"].to_list()) == sorted(want)
+    for p, x, t_x, big_t, m in got.select(
+        "person_id", "frequency", "recency", "T", "monetary_value"
+    ).iter_rows():
+        wx, wt, wT, wm = want[p]
+        assert x == wx
+        assert t_x == pytest.approx(wt) and big_t == pytest.approx(wT)
+        assert m == pytest.approx(wm, rel=1e-9, abs=1e-9)
+        assert 0 <= t_x <= big_t
+
+
+# -- CLV -------------------------------------------------------------------------------------------
+
+
+def test_clv_falls_with_the_discount_rate_and_grows_with_the_horizon() -> None:
+    tx = transactions(400)
+    summary = rfm_summary(tx, as_of=AS_OF)
+    base = Lifetime().fit(tx, as_of=AS_OF)
+    arrays, meta = base.to_artifact()
+
+    def clv(**cfg: Any) -> np.ndarray:
+        m = Lifetime.from_state(Lifetime(**cfg).get_config(), arrays, meta)
+        return m.score(summary)["clv"]
+
+    c0, c10, c30 = clv(discount_rate=0.0), clv(discount_rate=0.1), clv(discount_rate=0.3)
+    assert np.all(c0 >= c10) and np.all(c10 >= c30) and np.any(c0 > c30)
+    short, long_ = clv(clv_horizon_days=90), clv(clv_horizon_days=730)
+    assert np.all(short <= c10 + 1e-9) and np.all(c10 <= long_ + 1e-9)
+    # undiscounted, the steps add up to the expectation over the whole horizon
+    x, t_x, big_t = (summary[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T"))
+    spend = base.score(summary)["expected_spend"]
+    whole = base.purchase_.conditional_expected_purchases(365.0, x, t_x, big_t) * spend
+    np.testing.assert_allclose(c0, whole, rtol=1e-9)
+
+
+class TestLifetimeParetoContract(TestLifetimeContract):
+    def make_model(self, **overrides: Any) -> ModelBase[Any]:
+        return Lifetime(**({"purchase_model": "pareto_nbd"} | overrides))
+
+
+def test_probabilities_without_both_outcomes() -> None:
+    r = evaluate_probabilities(np.array([0.2, 0.7]), np.array([1.0, 1.0]))
+    assert r["auc"] is None and r["n"] == 2
+    with pytest.raises(InputError) as err:
+        ChurnModel().fit(np.zeros((5, len(FEATURES))), np.ones(5))
+    assert err.value.errors[0].field == "y"
+    with pytest.raises(InputError) as err:
+        ChurnModel().fit(np.zeros((5, 2)), np.ones(5))
+    assert err.value.errors[0].field == "X"
