@@ -31,6 +31,7 @@ from concierge.clock import Clock, SystemClock, from_us, to_us
 from concierge.errors import FieldError, FieldProblem, InputError, NotFoundError
 from concierge.ingest import identity
 from concierge.ingest.service import Ingestor, IngestResult, bump_epoch, write_profiles
+from concierge.models.per_person import PerPerson
 from concierge.models.registry import Registry
 from concierge.models.training import ProgressFn, TrainReport
 from concierge.profiles import doc as pdoc
@@ -103,6 +104,7 @@ class Concierge:
             self.settings = self.settings.model_copy(update={"database_url": url})
         self.clock = clock or SystemClock()
         self._registry: Registry | None = None
+        self._per_person: PerPerson | None = None
         self.store = Store(self.settings.database_url)
         if migrate:
             self.store.migrate()
@@ -337,6 +339,7 @@ class Concierge:
                 session_gap_minutes=self.settings.session_gap_minutes,
             ),
             "history": events,
+            "predictions": self._predictions_of(person),
         }
 
     def profile_doc(self, person_id: str) -> pdoc.Doc | None:
@@ -626,11 +629,60 @@ class Concierge:
             report = trainer.train(ctx)
             report.seconds = _time.perf_counter() - start
             reports.append(report)
+        if self._per_person is not None:
+            self._per_person.refresh()  # this process serves the new versions at once
         return reports
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every kept model version (newest first) with its metrics."""
         return [info.as_dict() for info in self.registry.versions(name)]
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @property
+    def per_person(self) -> PerPerson:
+        """The newest per-person artifacts (lifetime, cadence, segments, …), kept in memory."""
+        if self._per_person is None:
+            self._per_person = PerPerson(self.registry)
+        return self._per_person
+
+    def predictions(self, person_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """Every per-person prediction of the newest models, one row per person.
+
+        ``person_id`` plus the columns each model lists as ``per_person`` (``p_alive``, ``clv``,
+        ``churn_risk``, …), joined by person; with ``person_ids``, one row per id asked for, in
+        that order, with nulls where a model has no score (e.g. people who never bought).
+        """
+        return self.per_person.frame(person_ids)
+
+    def _predictions_of(self, person: str) -> dict[str, Any]:
+        from concierge.models.lifetime import view as lifetime_view
+
+        return lifetime_view.predictions(self.per_person.get("lifetime"), person)
+
+    def evaluate_predictions(
+        self,
+        *,
+        calibration_end: datetime,
+        holdout_end: datetime | None = None,
+        compare_lifetimes: bool = True,
+        period_days: float = 1.0,
+        truth_path: Path | None = None,
+        include_anonymous: bool = False,
+    ) -> dict[str, Any]:
+        """Holdout evaluation of the lifetime and churn models on this store's log (see
+        :mod:`concierge.models.lifetime.evaluate`); ``holdout_end`` defaults to the clock's now."""
+        from concierge.models.lifetime.evaluate import evaluate_store
+
+        return evaluate_store(
+            self.store,
+            calibration_end=calibration_end,
+            holdout_end=holdout_end if holdout_end is not None else self.clock.now(),
+            compare_lifetimes=compare_lifetimes,
+            period_days=period_days,
+            truth_path=truth_path,
+            include_anonymous=include_anonymous,
+        )
 
     # -- access ----------------------------------------------------------------------------
 

@@ -66,7 +66,10 @@ class Trainer(Protocol):
 
 def trainers() -> list[Trainer]:
     """Every trainer, in the order they run. Parts add theirs here."""
+    from concierge.models.lifetime.trainer import LifetimeTrainer
+
     found: list[Trainer] = []
+    found.append(LifetimeTrainer())
     return found
 
 
