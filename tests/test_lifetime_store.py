@@ -73,7 +73,7 @@ def trained(cg: Concierge) -> Concierge:
         }
     )
     cg.ingest(events)
-    reports = cg.train()
+    reports = cg.train(only=["lifetime"])
     assert [r.name for r in reports] == ["lifetime"] and reports[0].skipped is None
     return cg
 
@@ -138,11 +138,11 @@ def test_a_new_version_is_served_at_once_and_old_data_is_not_used(trained: Conci
     before = trained.predictions(["c001"]).row(0, named=True)
     # a purchase after the as-of of the next training does not count in it
     trained.ingest([buy("late", "c001", NOW + timedelta(days=1), 50.0)])
-    trained.train(as_of=NOW)
+    trained.train(only=["lifetime"], as_of=NOW)
     assert trained.customer("c001", history=0)["predictions"]["lifetime"]["version"] == 2
     again = trained.predictions(["c001"]).row(0, named=True)
     assert again == before
-    trained.train(as_of=NOW + timedelta(days=2))
+    trained.train(only=["lifetime"], as_of=NOW + timedelta(days=2))
     later = trained.predictions(["c001"]).row(0, named=True)
     assert later["repeat_purchases"] == before["repeat_purchases"] + 1
     assert later["days_since_last_purchase"] == pytest.approx(1.0, abs=0.51)
@@ -150,10 +150,11 @@ def test_a_new_version_is_served_at_once_and_old_data_is_not_used(trained: Conci
 
 def test_too_little_history_skips_training(cg: Concierge) -> None:
     cg.ingest(shop(5))
-    (report,) = cg.train()
+    (report,) = cg.train(only=["lifetime"])
     assert report.skipped and "customers" in report.skipped
     assert cg.registry.latest("lifetime") is None
-    assert cg.customer("c001", history=0)["predictions"] == {}
+    shown = cg.customer("c001", history=0)["predictions"]
+    assert "lifetime" not in shown and "churn" not in shown
     assert cg.predictions(["c001"]).columns == ["person_id"]
 
 
@@ -173,7 +174,7 @@ def test_purchases_follow_identity_stitching(cg: Concierge) -> None:
         buy("ghost-2", None, START + timedelta(days=90), 20.0, anonymous_id="dev-7"),
     ]
     cg.ingest(events)
-    cg.train()
+    cg.train(only=["lifetime"])
     row = cg.predictions(["zed", "anon:dev-9", "anon:dev-7"]).rows(named=True)
     assert row[0]["repeat_purchases"] == 1  # the anonymous purchase is zed's first
     assert row[1]["p_alive"] is None and row[2]["p_alive"] is None

@@ -317,6 +317,7 @@ class Concierge:
             doc = pdoc.loads(row.doc)
             cids, aids = self._aliases(conn, person)
             events = self._events_of(conn, person, limit=history) if history else []
+            doc, predictions = self._behaviour_view(conn, person, doc, cids, aids, as_of_us)
         return {
             "person_id": person,
             "customer_ids": cids,
@@ -339,7 +340,8 @@ class Concierge:
                 session_gap_minutes=self.settings.session_gap_minutes,
             ),
             "history": events,
-            "predictions": self._predictions_of(person),
+            # lifetime and churn, then cadence, segment and questions
+            "predictions": {**self._predictions_of(person), **predictions},
         }
 
     def profile_doc(self, person_id: str) -> pdoc.Doc | None:
@@ -417,6 +419,7 @@ class Concierge:
                 )
             )
             conn.execute(delete(t.profiles).where(t.profiles.c.person_id == person))
+            self._forget_behaviour(conn, person, pseudonym)
             # the pseudonym's profile, recomputed from the scrubbed log (what a rebuild gives)
             ev, items = eventlog.read(conn, t.events.c.customer_id == pseudonym)
             ev = ev.drop("seq").with_columns(pl.lit(pseudonym).alias("person_id"))
@@ -683,6 +686,185 @@ class Concierge:
             truth_path=truth_path,
             include_anonymous=include_anonymous,
         )
+
+    # -- behaviour: cadence, segments, audiences, out-of-pattern questions -------------------
+
+    def _behaviour_view(
+        self, conn: Any, person: str, doc: pdoc.Doc, cids: list[str], aids: list[str], as_of: int
+    ) -> tuple[pdoc.Doc, dict[str, Any]]:
+        from concierge.models.behaviour_view import behaviour
+
+        return behaviour(
+            conn,
+            self.registry,
+            person,
+            doc,
+            cids,
+            aids,
+            as_of_us=as_of,
+            half_life_days=self.settings.affinity_half_life_days,
+        )
+
+    @staticmethod
+    def _forget_behaviour(conn: Any, person: str, pseudonym: str) -> None:
+        from concierge.models.behaviour_train import forget
+
+        forget(conn, person, pseudonym)
+
+    def create_audience(
+        self, name: str, rule: str, *, description: str | None = None, evaluate: bool = True
+    ) -> dict[str, Any]:
+        """Define an audience by a rule over profile fields and predictions (see
+        :mod:`concierge.audiences.rules`); unknown fields are refused naming the known ones."""
+        from concierge.audiences import service
+
+        with self.store.write() as conn:
+            aud = service.create(
+                conn,
+                self.registry,
+                name=name,
+                rule=rule,
+                description=description,
+                now_us=self._now_us(),
+            )
+        if evaluate:
+            self.refresh_audiences(only=aud["audience_id"])
+        return self.audience(aud["audience_id"])
+
+    def audiences(self) -> list[dict[str, Any]]:
+        from concierge.audiences import service
+
+        with self.store.read() as conn:
+            return service.list_all(conn)
+
+    def audience(self, key: str) -> dict[str, Any]:
+        """One audience by id or name."""
+        from concierge.audiences import service
+
+        with self.store.read() as conn:
+            return service.get(conn, key)
+
+    def delete_audience(self, key: str) -> None:
+        from concierge.audiences import service
+
+        with self.store.write() as conn:
+            service.remove(conn, key)
+
+    def audience_members(self, key: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        from concierge.audiences import service
+
+        with self.store.read() as conn:
+            return service.members(conn, key, limit=limit, offset=offset)
+
+    def audience_changes(
+        self, key: str, *, since: int = 0, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Who entered or left since change ``since`` (what "audience entry" triggers read)."""
+        from concierge.audiences import service
+
+        with self.store.read() as conn:
+            return service.changes(conn, key, since=since, limit=limit)
+
+    def audience_fields(self) -> dict[str, str]:
+        """Every field a rule may name, with its meaning."""
+        from concierge.audiences.frame import field_docs
+
+        return field_docs(self.registry)
+
+    def refresh_audiences(
+        self, *, only: str | None = None, as_of: datetime | None = None, full: bool = False
+    ) -> list[dict[str, Any]]:
+        """Re-evaluate audiences: in full when needed, else only people whose profile changed."""
+        from concierge.audiences import service
+
+        if self.pending():
+            self.apply_pending()
+        return service.refresh(
+            self.store,
+            self.registry,
+            as_of_us=to_us(as_of) if as_of is not None else self._now_us(),
+            now_us=self._now_us(),
+            half_life_days=self.settings.affinity_half_life_days,
+            only=only,
+            full=full,
+        )
+
+    def segments(self, *, run: int | None = None) -> dict[str, Any]:
+        """The segments of a run (the newest by default): persona, size, key figures."""
+        from concierge.models import behaviour_train as bt
+
+        with self.store.read() as conn:
+            return bt.segment_list(conn, run)
+
+    def segment_runs(self) -> list[dict[str, Any]]:
+        from concierge.models import behaviour_train as bt
+
+        with self.store.read() as conn:
+            return bt.runs(conn)
+
+    def segment_flows(
+        self, *, from_run: int | None = None, to_run: int | None = None, top: int = 50
+    ) -> dict[str, Any]:
+        """People who moved between segments from one run to the next."""
+        from concierge.models import behaviour_train as bt
+
+        with self.store.read() as conn:
+            return bt.flows(conn, from_run, to_run, top=top)
+
+    def segment_history(
+        self, customer_id: str | None = None, *, anonymous_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        from concierge.models import behaviour_train as bt
+
+        person = self.person_of(customer_id, anonymous_id=anonymous_id)
+        with self.store.read() as conn:
+            return bt.history(conn, person)
+
+    def questions(
+        self, customer_id: str | None = None, *, anonymous_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A person's clarifying questions (pending and answered)."""
+        from concierge.models import anomalies
+
+        person = self.person_of(customer_id, anonymous_id=anonymous_id)
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(t.profiles.c.doc).where(t.profiles.c.person_id == person)
+            ).first()
+            if row is None:
+                raise NotFoundError("customer", customer_id or f"anonymous {anonymous_id}")
+            return anomalies.pending(conn, person, pdoc.loads(row.doc))
+
+    def refresh_behaviour(
+        self,
+        *,
+        max_age_hours: float = 24.0,
+        only: Sequence[str] | None = ("cadence", "segments", "anomalies"),
+    ) -> dict[str, Any]:
+        """The scheduled job (``concierge segments refresh``, cron-friendly): refit the models in
+        ``only`` (``None``: all) when the newest segmentation is older than ``max_age_hours`` or
+        missing, else only scan for out-of-pattern behaviour; then refresh every audience."""
+        info = self.registry.latest("segments")
+        stale = info is None or self._now_us() - info.created_us >= max_age_hours * 3_600e6
+        trained = [r.as_dict() for r in self.train(only=only)] if stale else []
+        scanned = None if stale else self.scan_behaviour()
+        return {
+            "refitted": stale,
+            "trained": trained,
+            "scanned": scanned,
+            "audiences": self.refresh_audiences(),
+        }
+
+    def scan_behaviour(self) -> dict[str, Any]:
+        """Score interactions logged since the last scan; raise clarifying questions."""
+        from concierge.models import anomalies
+
+        if self.pending():
+            self.apply_pending()
+        pop = None
+        if self.registry.latest_version("anomalies") is not None:
+            pop = anomalies.population_of(self.registry.load("anomalies").arrays)
+        return anomalies.scan(self.store, now_us=self._now_us(), population_frame=pop)
 
     # -- access ----------------------------------------------------------------------------
 

@@ -202,6 +202,9 @@ def create_app(settings: Settings | None = None, concierge: Concierge | None = N
     ingest_key = Depends(needs("ingest"))
     read_key = Depends(needs("read"))
     admin_key = Depends(needs("admin"))
+    from concierge.api.behaviour import router as behaviour_router
+
+    app.include_router(behaviour_router(cg, needs))
 
     async def json_body(request: Request) -> Any:
         return await read_json(request.headers, request.stream())

@@ -505,4 +505,5 @@ def keys_revoke(key_id: str, db: DbOpt = None, as_json: JsonOpt = False) -> None
     _emit(as_json, {"revoked": key_id}, f"revoked {key_id}")
 
 
+from concierge.cli import behaviour as _behaviour  # noqa: E402,F401  (registers commands)
 from concierge.cli import lifetime as _lifetime  # noqa: E402,F401  (registers its commands)

@@ -194,3 +194,92 @@ model_artifacts = Table(
     Column("payload", LargeBinary, nullable=False),  # an .npz (allow_pickle=False) of arrays
     Column("payload_bytes", BigInteger, nullable=False),
 )
+
+# -- behaviour (cadence, segments, audiences, questions) -------------------------------------
+
+# one row per segmentation run (= version of the ``segments`` artifact); derived
+segment_runs = Table(
+    "segment_runs",
+    metadata,
+    Column("run_id", Integer, primary_key=True),  # the ``segments`` artifact version
+    Column("as_of_us", BigInteger, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("n_people", Integer, nullable=False),
+    Column("n_segments", Integer, nullable=False),
+)
+
+segment_defs = Table(
+    "segment_defs",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("segment_id", Integer, primary_key=True),  # stable across runs (matched centroids)
+    Column("label", Text, nullable=False),  # the persona
+    Column("size", Integer, nullable=False),
+    Column("figures", Text, nullable=False),  # JSON: key figures and distinguishing features
+)
+
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("person_id", String(ID), primary_key=True),
+    Column("segment_id", Integer, nullable=False),
+)
+Index("ix_segment_members_person_id", segment_members.c.person_id)
+
+audiences = Table(
+    "audiences",
+    metadata,
+    Column("audience_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("rule", Text, nullable=False),
+    Column("description", Text),
+    Column("created_us", BigInteger, nullable=False),
+    # where the last evaluation stood: the applied log position, the profiles epoch, the
+    # per-person model versions (JSON) and the as-of; a change of any tells what to re-evaluate
+    Column("evaluated_seq", BigInteger),
+    Column("evaluated_epoch", String(64)),
+    Column("evaluated_models", Text),
+    Column("evaluated_us", BigInteger),
+    Column("n_members", Integer, nullable=False),
+)
+
+audience_members = Table(
+    "audience_members",
+    metadata,
+    Column("audience_id", String(64), primary_key=True),
+    Column("person_id", String(ID), primary_key=True),
+    Column("entered_us", BigInteger, nullable=False),
+)
+
+audience_changes = Table(
+    "audience_changes",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("audience_id", String(64), nullable=False),
+    Column("person_id", String(ID), nullable=False),
+    Column("change", String(8), nullable=False),  # entered | left
+    Column("at_us", BigInteger, nullable=False),
+)
+Index("ix_audience_changes_audience_id", audience_changes.c.audience_id)
+
+# clarifying questions raised by out-of-pattern behaviour; answered by ``answer`` events
+questions = Table(
+    "questions",
+    metadata,
+    Column("person_id", String(ID), primary_key=True),
+    Column("question_id", String(128), primary_key=True),  # what the answer event names
+    Column("key", String(200), nullable=False),  # what it is about; never asked twice
+    Column("kind", String(32), nullable=False),  # gift | someone_else
+    Column("text", Text, nullable=False),
+    Column("about_product_id", String(ID)),
+    Column("about_event_id", String(ID)),
+    Column("dimension", String(32), nullable=False),  # dept | size | price | cat
+    Column("value", String(200), nullable=False),
+    Column("surprise", Float, nullable=False),
+    Column("seen_us", BigInteger, nullable=False),  # when the unusual behaviour happened
+    Column("created_us", BigInteger, nullable=False),
+)
+Index("ix_questions_key", questions.c.person_id, questions.c.key, unique=True)

@@ -1,0 +1,1 @@
+"""Rule-based audiences over profile fields and predictions, evaluated incrementally."""

@@ -1,0 +1,163 @@
+"""The frame audiences are evaluated over: profile fields, live cadence, every per-person column.
+
+Cadence flags (``due_soon``, ``overdue``, ``likely_to_sell``, …) are recomputed here from each
+person's order times at the evaluation's ``as_of`` with the newest ``cadence`` artifact (its
+priors and resale posteriors), so a purchase moves them as soon as its profile is updated;
+every other model's per-person columns are joined as stored in its newest version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sqlalchemy import Connection
+
+from concierge.models.anomalies import count_pending
+from concierge.models.cadence import CadenceModel
+from concierge.models.person_frame import (
+    PROFILE_FIELDS,
+    per_person,
+    profile_frame,
+    profile_row,
+    read_docs,
+)
+from concierge.models.registry import Registry
+
+# columns a rule may name before the model that makes them was trained (the contract between
+# the parts); they are null, so a comparison with them is false, until the artifact exists
+CONTRACT_FIELDS: dict[str, tuple[pl.DataType, str]] = {
+    "p_alive": (pl.Float64(), "lifetime: probability the customer is still active"),
+    "expected_purchases_30d": (pl.Float64(), "lifetime: expected purchases in 30 days"),
+    "expected_purchases_90d": (pl.Float64(), "lifetime: expected purchases in 90 days"),
+    "expected_spend": (pl.Float64(), "lifetime: expected spend per order"),
+    "clv": (pl.Float64(), "lifetime: discounted customer lifetime value"),
+    "churn_risk": (pl.Float64(), "lifetime: calibrated probability of churn"),
+    "next_purchase_due_days": (pl.Float64(), "cadence: days until the expected next purchase"),
+    "purchase_window_low_days": (pl.Float64(), "cadence: 80% window of the interval, low"),
+    "purchase_window_high_days": (pl.Float64(), "cadence: 80% window of the interval, high"),
+    "cadence_days": (pl.Float64(), "cadence: the person's typical interval between purchases"),
+    "due_soon": (pl.Boolean(), "cadence: the next purchase is due within two weeks"),
+    "overdue": (pl.Boolean(), "cadence: later than the 80% window of their own rhythm"),
+    "likely_to_sell": (pl.Boolean(), "cadence: a reseller whose purchase is due to be listed"),
+    "sell_delay_days": (pl.Float64(), "cadence: typical days from buying to listing"),
+    "resale_share": (pl.Float64(), "cadence: share of purchases the person resells"),
+    "segment_id": (pl.Int64(), "segments: the person's micro-segment"),
+}
+
+# fields whose value moves with time alone (a rule naming one is re-evaluated in full when the
+# as-of moves); decayed affinity *shares* do not move (one decay factor for all)
+TIME_FIELDS = frozenset(
+    {
+        "recency_days",
+        "days_since_seen",
+        "tenure_days",
+        "orders_per_year",
+        "lifecycle_stage",
+        "next_purchase_due_days",
+        "due_soon",
+        "overdue",
+        "likely_to_sell",
+    }
+)
+CADENCE_LIVE = (
+    "next_purchase_due_days",
+    "purchase_window_low_days",
+    "purchase_window_high_days",
+    "cadence_days",
+    "due_soon",
+    "overdue",
+    "likely_to_sell",
+    "sell_delay_days",
+    "resale_share",
+)
+
+_CADENCE: dict[tuple[int, int], CadenceModel] = {}  # (id(registry), version) -> model
+
+
+def cadence_model(registry: Registry) -> tuple[CadenceModel | None, int | None]:
+    """The newest cadence model (cached per version)."""
+    version = registry.latest_version("cadence")
+    if version is None:
+        return None, None
+    key = (id(registry), version)
+    model = _CADENCE.get(key)
+    if model is None:
+        model = CadenceModel.from_artifact(registry.load("cadence", version))
+        _CADENCE.clear()
+        _CADENCE[key] = model
+    return model, version
+
+
+def model_versions(registry: Registry) -> dict[str, int]:
+    """The newest version of every model with per-person columns (what a frame reads)."""
+    newest: dict[str, int] = {}
+    for info in registry.versions():  # newest first within each name
+        if info.name not in newest:
+            newest[info.name] = info.version if info.meta.get("per_person") else -1
+    return {k: v for k, v in sorted(newest.items()) if v >= 0}
+
+
+def known_fields(registry: Registry) -> dict[str, pl.DataType]:
+    """Every field a rule may name, with its type."""
+    fields = {k: v[0] for k, v in PROFILE_FIELDS.items()}
+    fields.update({k: v[0] for k, v in CONTRACT_FIELDS.items()})
+    for info in registry.versions():
+        for col in info.meta.get("per_person", []):
+            fields.setdefault(col, pl.Float64())
+    return fields
+
+
+def field_docs(registry: Registry) -> dict[str, str]:
+    out = {k: v[1] for k, v in PROFILE_FIELDS.items()}
+    out.update({k: v[1] for k, v in CONTRACT_FIELDS.items()})
+    for info in registry.versions():
+        for col, doc in (info.meta.get("per_person_doc") or {}).items():
+            out.setdefault(col, doc)
+    return out
+
+
+def build(
+    conn: Connection,
+    registry: Registry,
+    *,
+    people: Iterable[str] | None,
+    as_of_us: int,
+    half_life_days: float,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The evaluation frame for ``people`` (everyone when ``None``) and the model versions used."""
+    docs = read_docs(conn, people)
+    persons = sorted(docs)
+    rows = [
+        profile_row(p, docs[p], as_of_us=as_of_us, half_life_days=half_life_days) for p in persons
+    ]
+    pending = count_pending(conn, docs)
+    for r in rows:
+        r["questions_pending"] = pending.get(r["person_id"], 0)
+    frame = profile_frame(rows)
+    pp = per_person(registry, skip=("cadence",))
+    versions = dict(pp.versions)
+    if pp.frame.height and frame.height:
+        extra = pp.frame.filter(pl.col("person_id").is_in(persons))
+        frame = frame.join(extra, on="person_id", how="left")
+    model, version = cadence_model(registry)
+    if model is not None and frame.height:
+        ids = np.array(persons, dtype=np.str_)
+        cols = model.person_columns(
+            ids, [docs[p]["order_times"] for p in persons], as_of_us=as_of_us
+        )
+        live: dict[str, Any] = {k: cols[k] for k in CADENCE_LIVE}
+        frame = frame.drop([c for c in CADENCE_LIVE if c in frame.columns]).with_columns(
+            **{k: pl.Series(k, v) for k, v in live.items()}
+        )
+        frame = frame.with_columns(
+            pl.col("next_purchase_due_days").fill_nan(None),
+        )
+        if version is not None:
+            versions["cadence"] = version
+    for name, (dtype, _doc) in CONTRACT_FIELDS.items():
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name))
+    return frame, versions
