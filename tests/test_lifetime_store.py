@@ -19,6 +19,7 @@ from concierge import Concierge
 from concierge.api.app import create_app
 from concierge.cli.main import app
 from concierge.clock import to_us
+from concierge.errors import InputError
 from concierge.ingest.bulk import import_file
 from concierge.models.lifetime.clv import COLUMNS, LifetimeConfig
 from concierge.models.lifetime.data import log_transactions
@@ -348,3 +349,24 @@ def test_simulator_against_the_hidden_truth(tmp_path: Path) -> None:
     assert t["customers"] > 200
     assert t["auc_p_alive_vs_truth"] > 0.6
     assert t["mean_p_alive_truly_alive"] > t["mean_p_alive_truly_churned"]
+
+
+def test_evaluation_and_refused_input_write_nothing(trained: Concierge) -> None:
+    before = trained.stats(), [m["version"] for m in trained.models()]
+    trained.evaluate_predictions(
+        calibration_end=datetime(2026, 2, 1, tzinfo=UTC), compare_lifetimes=False
+    )
+    for bad in (
+        {
+            "calibration_end": datetime(2026, 2, 1, tzinfo=UTC),
+            "holdout_end": datetime(2026, 1, 1, tzinfo=UTC),
+        },
+        {"calibration_end": datetime(2020, 1, 1, tzinfo=UTC)},  # nobody had bought yet
+    ):
+        with pytest.raises(InputError) as err:
+            trained.evaluate_predictions(**bad)  # type: ignore[arg-type]
+        assert err.value.errors[0].field in ("holdout_end", "calibration_end")
+    with pytest.raises(InputError) as err:
+        trained.train(only=["no-such-model"])
+    assert err.value.errors[0].field == "only"
+    assert (trained.stats(), [m["version"] for m in trained.models()]) == before
