@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/concierge demo
 
 test: $(STAMP)
+	scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

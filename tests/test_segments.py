@@ -108,21 +108,8 @@ def shop(cg: Concierge, *, extra: int = 0) -> None:
 
 def test_runs_memberships_flows_and_the_360(cg: Concierge) -> None:
     shop(cg)
-    info = cg.registry.save(  # a lifetime artifact, as engineer A's trainer stores it
-        "lifetime",
-        {
-            "person_id": np.array([f"c{i:02d}" for i in range(40)]),
-            "clv": np.linspace(10, 900, 40),
-            "churn_risk": np.linspace(0.9, 0.1, 40),
-        },
-        config={},
-        metrics={},
-        meta={"per_person": ["clv", "churn_risk"]},
-        as_of_us=0,
-        log_seq=0,
-        created_us=0,
-    )
-    assert info.version == 1
+    (lifetime,) = cg.train(only=["lifetime"])  # the real lifetime model, joined by segments
+    assert lifetime.skipped is None and cg.registry.latest_version("lifetime") == 1
     reports = cg.train(only=["segments"])
     assert reports[0].metrics["people"] == 40
     art = cg.registry.load("segments")

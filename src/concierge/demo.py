@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from concierge.clock import Clock
 from concierge.ingest.bulk import chunks
 from concierge.settings import Settings
 from concierge.store import tables as t
@@ -34,13 +36,18 @@ def load_simulation(
     seed: int,
     truth_path: Path,
     progress: Progress | None = None,
+    start: datetime | None = None,
 ) -> dict[str, Any]:
-    """Simulate a marketplace and write it through the ordinary ingest path."""
+    """Simulate a marketplace and write it through the ordinary ingest path (from ``start``,
+    default the simulator's own fixed start)."""
     from concierge.sim.run import simulate
     from concierge.sim.world import SimConfig
 
     task = progress.add_task("simulating shoppers", total=None) if progress else None
-    sim = simulate(SimConfig(seed=seed, n_shoppers=shoppers, days=days))
+    config = SimConfig(seed=seed, n_shoppers=shoppers, days=days)
+    if start is not None:
+        config = SimConfig(seed=seed, n_shoppers=shoppers, days=days, start=start)
+    sim = simulate(config)
     c.upsert_products(sim.products)
     events, items = sim.events_frames()
     if progress is not None and task is not None:
@@ -63,7 +70,12 @@ def load_simulation(
 
 
 def build_demo(
-    settings: Settings, *, dataset: str, admin_key: str, progress: Progress | None = None
+    settings: Settings,
+    *,
+    dataset: str,
+    admin_key: str,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
 ) -> dict[str, Any]:
     from concierge.errors import InputError
     from concierge.facade import Concierge
@@ -72,7 +84,7 @@ def build_demo(
     if dataset not in DATASETS:
         raise InputError.one("dataset", f"must be one of {', '.join(DATASETS)}")
     start = time.perf_counter()
-    with Concierge(settings=settings) as c:
+    with Concierge(settings=settings, clock=clock) as c:
         with c.store.read() as conn:
             built = c.store.get_meta(conn, "demo_dataset")
         reused = built == dataset
@@ -83,8 +95,19 @@ def build_demo(
         if not reused:
             if dataset == "simulator":
                 truth = Path(str(c.default_path()) + ".truth.json")
+                # the simulated year ends at the start of today, so the demo is a living store
+                # (recent shoppers are active, carts are fresh) whatever day it is built on
+                today = (
+                    c.clock.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+                )
                 load_simulation(
-                    c, shoppers=2000, days=365, seed=42, truth_path=truth, progress=progress
+                    c,
+                    shoppers=2000,
+                    days=365,
+                    seed=42,
+                    truth_path=truth,
+                    progress=progress,
+                    start=today - timedelta(days=365),
                 )
             else:
                 sample = resources.files("concierge.data").joinpath(SAMPLE)
@@ -93,6 +116,12 @@ def build_demo(
             with c.store.write() as conn:
                 c.store.set_meta(conn, "demo_dataset", dataset)
         c.ensure_api_key("demo admin", "admin", admin_key)
+        trained: list[dict[str, Any]] = []
+        if not reused or not c.models():
+            task = progress.add_task("training models", total=None) if progress else None
+            trained = [r.as_dict() for r in c.train()]
+            if progress is not None and task is not None:
+                progress.update(task, total=1, completed=1)
         with c.store.read() as conn:
             example = conn.execute(
                 select(t.profiles.c.person_id)
@@ -107,6 +136,7 @@ def build_demo(
         "reused": reused,
         "seconds": time.perf_counter() - start,
         "stats": stats,
+        "trained": trained,
         "admin_key": admin_key,
         "example_customer": example,
     }

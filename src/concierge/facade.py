@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import orjson
 import polars as pl
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 
 from concierge import access
 from concierge.catalog import service as catalog
@@ -31,6 +31,7 @@ from concierge.clock import Clock, SystemClock, from_us, to_us
 from concierge.errors import FieldError, FieldProblem, InputError, NotFoundError
 from concierge.ingest import identity
 from concierge.ingest.service import Ingestor, IngestResult, bump_epoch, write_profiles
+from concierge.models.per_person import PerPerson
 from concierge.models.registry import Registry
 from concierge.models.training import ProgressFn, TrainReport
 from concierge.profiles import doc as pdoc
@@ -103,6 +104,7 @@ class Concierge:
             self.settings = self.settings.model_copy(update={"database_url": url})
         self.clock = clock or SystemClock()
         self._registry: Registry | None = None
+        self._per_person: PerPerson | None = None
         self.store = Store(self.settings.database_url)
         if migrate:
             self.store.migrate()
@@ -235,9 +237,13 @@ class Concierge:
         with self.store.read() as conn:
             return catalog.get_product(conn, product_id)
 
-    def products(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def products(
+        self, *, limit: int = 100, offset: int = 0, with_stock: bool = False
+    ) -> list[dict[str, Any]]:
+        """A page of products by id; ``with_stock`` adds ``stock`` (all variants) and
+        ``variants`` (how many)."""
         with self.store.read() as conn:
-            return catalog.list_products(conn, limit=limit, offset=offset)
+            return catalog.list_products(conn, limit=limit, offset=offset, with_stock=with_stock)
 
     def catalog_events(self, *, since_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         with self.store.read() as conn:
@@ -333,8 +339,9 @@ class Concierge:
                 half_life_days=self.settings.affinity_half_life_days,
                 session_gap_minutes=self.settings.session_gap_minutes,
             ),
-            "predictions": predictions,
             "history": events,
+            # lifetime and churn, then cadence, segment and questions
+            "predictions": {**self._predictions_of(person), **predictions},
         }
 
     def profile_doc(self, person_id: str) -> pdoc.Doc | None:
@@ -449,6 +456,140 @@ class Concierge:
                 )
             }
 
+    # -- dashboard listings ----------------------------------------------------------------
+
+    def customers(
+        self,
+        *,
+        q: str | None = None,
+        order: str = "revenue",
+        known_only: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of people (and how many match): ``q`` matches the start of any of their ids,
+        or, when it holds an ``@``, part of their email; ``order`` is ``revenue``, ``orders``,
+        ``last_seen`` or ``first_seen`` (largest or newest first)."""
+        p = t.profiles
+        columns = {
+            "revenue": p.c.revenue,
+            "orders": p.c.n_orders,
+            "last_seen": p.c.last_seen_us,
+            "first_seen": p.c.first_seen_us,
+        }
+        if order not in columns:
+            raise InputError.one("order", f"expected one of {', '.join(columns)}")
+        where: list[Any] = []
+        if known_only:
+            where.append(p.c.known.is_(True))
+        if q:
+            like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            if "@" in q:
+                where.append(p.c.doc.ilike(f'%"email"%{like}%', escape="\\"))
+            else:
+                owners = select(t.identities.c.person_id).where(
+                    or_(
+                        t.identities.c.alias.like(f"c:{like}%", escape="\\"),
+                        t.identities.c.alias.like(f"a:{like}%", escape="\\"),
+                    )
+                )
+                where.append(
+                    or_(p.c.person_id.like(f"{like}%", escape="\\"), p.c.person_id.in_(owners))
+                )
+        with self.store.read() as conn:
+            total = int(
+                conn.execute(select(func.count()).select_from(p).where(*where)).scalar() or 0
+            )
+            rows = conn.execute(
+                select(
+                    p.c.person_id,
+                    p.c.known,
+                    p.c.n_orders,
+                    p.c.revenue,
+                    p.c.first_seen_us,
+                    p.c.last_seen_us,
+                    p.c.last_order_us,
+                    p.c.doc,
+                )
+                .where(*where)
+                .order_by(columns[order].desc(), p.c.person_id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        out = []
+        for r in rows:
+            doc = pdoc.loads(r.doc)
+            traits = pview.traits(doc)
+            name = " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
+            out.append(
+                {
+                    "person_id": r.person_id,
+                    "known": bool(r.known),
+                    "name": name or None,
+                    "email": traits.get("email"),
+                    "orders": int(r.n_orders),
+                    "revenue": float(r.revenue),
+                    "first_seen": from_us(r.first_seen_us).isoformat(),
+                    "last_seen": from_us(r.last_seen_us).isoformat(),
+                    "last_order": from_us(r.last_order_us).isoformat()
+                    if r.last_order_us is not None
+                    else None,
+                }
+            )
+        return out, total
+
+    def customer_by_person(self, person_id: str, *, history: int = 50) -> dict[str, Any]:
+        """The customer 360 of a person id (as listed by :meth:`customers`)."""
+        if person_id.startswith("anon:"):
+            return self.customer(anonymous_id=person_id.removeprefix("anon:"), history=history)
+        return self.customer(person_id, history=history)
+
+    def currency(self) -> str | None:
+        """The store's currency, once the first priced data fixed it."""
+        with self.store.read() as conn:
+            return self.store.get_meta(conn, "currency")
+
+    def recent_catalog_events(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest catalog events (price drops, back in stock, …), newest first."""
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(t.catalog_events).order_by(t.catalog_events.c.seq.desc()).limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def overview(self) -> dict[str, Any]:
+        """Headline figures of the store for the dashboard's first page."""
+        p = t.profiles
+        now_us = self._now_us()
+        day = 86_400_000_000
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(
+                    func.count(),
+                    func.sum(case((p.c.known.is_(True), 1), else_=0)),
+                    func.sum(case((p.c.n_orders > 0, 1), else_=0)),
+                    func.sum(case((p.c.n_orders > 1, 1), else_=0)),
+                    func.coalesce(func.sum(p.c.revenue), 0.0),
+                    func.sum(case((p.c.last_seen_us >= now_us - 30 * day, 1), else_=0)),
+                    func.max(p.c.last_seen_us),
+                )
+            ).one()
+            currency = self.store.get_meta(conn, "currency")
+        people, known, buyers, repeat, revenue, active30, last_seen = row
+        return {
+            "stats": self.stats(),
+            "people": int(people or 0),
+            "known": int(known or 0),
+            "buyers": int(buyers or 0),
+            "repeat_buyers": int(repeat or 0),
+            "revenue": float(revenue or 0.0),
+            "active_30d": int(active30 or 0),
+            "last_event": from_us(int(last_seen)).isoformat() if last_seen else None,
+            "currency": currency or "",
+            "models": self.models(),
+            "catalog_events": self.recent_catalog_events(limit=10),
+        }
+
     # -- models ----------------------------------------------------------------------------
 
     @property
@@ -491,11 +632,60 @@ class Concierge:
             report = trainer.train(ctx)
             report.seconds = _time.perf_counter() - start
             reports.append(report)
+        if self._per_person is not None:
+            self._per_person.refresh()  # this process serves the new versions at once
         return reports
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every kept model version (newest first) with its metrics."""
         return [info.as_dict() for info in self.registry.versions(name)]
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    @property
+    def per_person(self) -> PerPerson:
+        """The newest per-person artifacts (lifetime, cadence, segments, …), kept in memory."""
+        if self._per_person is None:
+            self._per_person = PerPerson(self.registry)
+        return self._per_person
+
+    def predictions(self, person_ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """Every per-person prediction of the newest models, one row per person.
+
+        ``person_id`` plus the columns each model lists as ``per_person`` (``p_alive``, ``clv``,
+        ``churn_risk``, …), joined by person; with ``person_ids``, one row per id asked for, in
+        that order, with nulls where a model has no score (e.g. people who never bought).
+        """
+        return self.per_person.frame(person_ids)
+
+    def _predictions_of(self, person: str) -> dict[str, Any]:
+        from concierge.models.lifetime import view as lifetime_view
+
+        return lifetime_view.predictions(self.per_person.get("lifetime"), person)
+
+    def evaluate_predictions(
+        self,
+        *,
+        calibration_end: datetime,
+        holdout_end: datetime | None = None,
+        compare_lifetimes: bool = True,
+        period_days: float = 1.0,
+        truth_path: Path | None = None,
+        include_anonymous: bool = False,
+    ) -> dict[str, Any]:
+        """Holdout evaluation of the lifetime and churn models on this store's log (see
+        :mod:`concierge.models.lifetime.evaluate`); ``holdout_end`` defaults to the clock's now."""
+        from concierge.models.lifetime.evaluate import evaluate_store
+
+        return evaluate_store(
+            self.store,
+            calibration_end=calibration_end,
+            holdout_end=holdout_end if holdout_end is not None else self.clock.now(),
+            compare_lifetimes=compare_lifetimes,
+            period_days=period_days,
+            truth_path=truth_path,
+            include_anonymous=include_anonymous,
+        )
 
     # -- behaviour: cadence, segments, audiences, out-of-pattern questions -------------------
 

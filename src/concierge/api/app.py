@@ -247,6 +247,16 @@ def create_app(settings: Settings | None = None, concierge: Concierge | None = N
 
     # -- routes --------------------------------------------------------------------------------
 
+    from concierge.web.routes import PREFIX, dashboard_router
+
+    app.include_router(dashboard_router(cg, keys.lookup, committer.settled))
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        from fastapi.responses import RedirectResponse
+
+        return RedirectResponse(PREFIX, status_code=307)
+
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:
         """Liveness (no key needed)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from concierge.errors import InputError, NotFoundError
 from concierge.schema.catalog import PriceUpdate, Product, StockUpdate, Variant
@@ -305,21 +305,40 @@ def get_product(conn: Connection, product_id: str) -> Product:
     return Product.model_validate({**orjson.loads(row.doc), "variants": variants})
 
 
-def list_products(conn: Connection, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    q = (
-        select(
-            t.products.c.product_id,
-            t.products.c.title,
-            t.products.c.brand,
-            t.products.c.category,
-            t.products.c.price,
-            t.products.c.currency,
-            t.products.c.active,
+def list_products(
+    conn: Connection, *, limit: int = 100, offset: int = 0, with_stock: bool = False
+) -> list[dict[str, Any]]:
+    cols: list[Any] = [
+        t.products.c.product_id,
+        t.products.c.title,
+        t.products.c.brand,
+        t.products.c.category,
+        t.products.c.price,
+        t.products.c.currency,
+        t.products.c.active,
+    ]
+    q = select(*cols).order_by(t.products.c.product_id).limit(limit).offset(offset)
+    if with_stock:
+        v = (
+            select(
+                t.variants.c.product_id,
+                func.sum(t.variants.c.stock).label("stock"),
+                func.count().label("variants"),
+            )
+            .group_by(t.variants.c.product_id)
+            .subquery()
         )
-        .order_by(t.products.c.product_id)
-        .limit(limit)
-        .offset(offset)
-    )
+        q = (
+            select(
+                *cols,
+                func.coalesce(v.c.stock, 0).label("stock"),
+                func.coalesce(v.c.variants, 0).label("variants"),
+            )
+            .select_from(t.products.outerjoin(v, v.c.product_id == t.products.c.product_id))
+            .order_by(t.products.c.product_id)
+            .limit(limit)
+            .offset(offset)
+        )
     return [dict(r._mapping) for r in conn.execute(q)]
 
 

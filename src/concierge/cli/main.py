@@ -403,8 +403,16 @@ def _demo_banner(report: dict[str, Any], host: str, port: int, serving: bool) ->
         f"  {report['stats']['events']:,} events, {report['stats']['profiles']:,} profiles, "
         f"{report['stats']['products']:,} products",
     ]
+    if report.get("trained"):
+        lines.append(
+            "  trained:   "
+            + ", ".join(
+                f"{name} v{v}" for r in report["trained"] for name, v in r["versions"].items()
+            )
+        )
     if serving:
         lines += [
+            f"  dashboard: {base}/dashboard  (sign in with the admin key)",
             f"  API docs:  {base}/docs",
             f"  admin key: {report['admin_key']}  (demo only)",
             f"  try:       curl -H 'Authorization: Bearer {report['admin_key']}' "
@@ -495,4 +503,7 @@ def keys_revoke(key_id: str, db: DbOpt = None, as_json: JsonOpt = False) -> None
     finally:
         c.close()
     _emit(as_json, {"revoked": key_id}, f"revoked {key_id}")
+
+
 from concierge.cli import behaviour as _behaviour  # noqa: E402,F401  (registers commands)
+from concierge.cli import lifetime as _lifetime  # noqa: E402,F401  (registers its commands)

@@ -67,8 +67,10 @@ class Trainer(Protocol):
 def trainers() -> list[Trainer]:
     """Every trainer, in the order they run. Parts add theirs here."""
     from concierge.models.behaviour_train import behaviour_trainers
+    from concierge.models.lifetime.trainer import LifetimeTrainer
 
     found: list[Trainer] = []
+    found.append(LifetimeTrainer())  # first: segments join the lifetime columns
     found += behaviour_trainers()
     return found
 
