@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from concierge import Concierge
@@ -217,3 +219,49 @@ def test_tabulated_student_t_quantiles_match_scipy() -> None:
     np.testing.assert_allclose(cd.t_ppf(p, dof), special.stdtrit(dof, p), atol=2e-5)
     few = np.array([0.1, 0.5, 0.9])
     np.testing.assert_allclose(cd.t_ppf(few, np.full(3, 6.0)), special.stdtrit(6.0, few))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gaps=st.lists(st.floats(1.0, 400.0), min_size=1, max_size=12),
+    since=st.floats(0.0, 800.0),
+)
+def test_windows_are_ordered_and_evidence_narrows_them(gaps: list[float], since: float) -> None:
+    model = cd.CadenceModel().fit(population())
+    times = np.concatenate([[0.0], np.cumsum(gaps)]) * DAY_US
+    n, s1, s2 = cd.interval_stats(times)
+    last = np.array([int(times[-1])], dtype=np.int64)
+    w = model.windows(
+        np.array(["X"]),
+        np.array([n]),
+        np.array([s1]),
+        np.array([s2]),
+        last,
+        as_of_us=int(times[-1] + since * DAY_US),
+    )
+    lo, mid, hi = w["window_low_days"][0], w["expected_interval_days"][0], w["window_high_days"][0]
+    assert 0 < lo < mid < hi
+    assert (
+        w["next_window_low_days"][0]
+        <= w["next_purchase_due_days"][0]
+        <= w["next_window_high_days"][0]
+    )
+    assert w["next_window_low_days"][0] >= -1e-6  # the next purchase is never in the past
+    assert not (w["overdue"][0] and w["due_soon"][0])
+    # a steady rhythm at the population's: more of it, a narrower window
+    m = float(model.priors_[list(model.categories_).index("X"), 0])
+
+    def width(k: int) -> float:
+        t = np.arange(k + 1) * np.exp(m) * DAY_US
+        n_, a_, b_ = cd.interval_stats(t)
+        ww = model.windows(
+            np.array(["X"]),
+            np.array([n_]),
+            np.array([a_]),
+            np.array([b_]),
+            np.array([int(t[-1])], dtype=np.int64),
+            as_of_us=int(t[-1]),
+        )
+        return float(np.log(ww["window_high_days"][0] / ww["window_low_days"][0]))
+
+    assert width(1) > width(3) > width(10) > 0
