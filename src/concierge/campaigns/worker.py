@@ -1,0 +1,669 @@
+"""``concierge worker``: claims due sends, applies the contact policy, renders, delivers, once.
+
+One tick:
+
+1. apply every acknowledged event (so a consent withdrawn or an unsubscribe acknowledged before
+   this tick counts — even one second earlier — and triggers fire);
+2. on SQLite take the single-writer lease (one worker at a time); on PostgreSQL claim with
+   ``FOR UPDATE SKIP LOCKED`` (any number of workers);
+3. turn new catalog events into back-in-stock / price-drop occasions;
+4. claim due rows; order them by priority and expected value (arbitration: the first to pass
+   the policy wins a capped slot, the others are recorded *suppressed* with the cap and the
+   winners named);
+5. per chunk, in one transaction (per-person advisory locks on PostgreSQL): check exit
+   conditions, the policy at send time, render (held back when it cannot be filled), and
+   *reserve* the outbox row (``sending``) with its final content;
+6. deliver (SMTP in two phases, see :mod:`concierge.channels.smtp`), then record each result;
+   transient failures go back to the due queue with exponential backoff, the same key and the
+   same content;
+7. report ``delivered`` events through ingest (event id derived from the outbox key, so never
+   twice).
+
+A row claimed by a worker that died is claimed again when its lease runs out; its outbox row
+tells what happened: ``sending`` (not complete at the provider: resent, same key),
+``committed`` (SMTP: counted as sent, never resent), anything final (nothing to do). Consent and
+suppression are checked again before any resend. Every wait is an injected clock reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from concierge.campaigns import due_queue, service, triggers
+from concierge.campaigns.definitions import Campaign, ContactPolicy
+from concierge.campaigns.due_queue import Due
+from concierge.campaigns.policy import Sent, address_of, check, consented
+from concierge.campaigns.templates import Held
+from concierge.channels import outbox
+from concierge.channels.base import Channel, DeliveryResult, Message, TwoPhaseChannel
+from concierge.channels.compliance import unsubscribe_headers
+from concierge.channels.tracking import Signer, track_html
+from concierge.clock import from_us
+from concierge.profiles.doc import DAY_US
+from concierge.store import tables as t
+from concierge.store.engine import among
+
+if TYPE_CHECKING:
+    from concierge.facade import Concierge
+
+log = logging.getLogger(__name__)
+SECOND_US = 1_000_000
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class WorkerConfig:
+    owner: str = field(default_factory=_owner)
+    claim: int = 500  # due rows per tick
+    chunk: int = 50  # messages per transaction on channels without two phases
+    lease_s: float = 120.0  # a claimed row returns to the queue after this
+    max_attempts: int = 5
+    backoff_s: float = 60.0  # first retry after this; doubles per attempt
+    lease_name: str = "worker"
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    sent: int = 0
+    suppressed: int = 0
+    held: int = 0
+    exited: int = 0
+    deferred: int = 0
+    retried: int = 0
+    failed: int = 0
+    resent: int = 0  # reserved by a worker that died before the provider completed them
+    reconciled: int = 0  # committed by a worker that died after: counted as sent
+    lease: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add(self, other: TickReport) -> None:
+        for k, v in asdict(other).items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass
+class _Send:
+    due: Due
+    message: Message
+    resend: bool
+
+
+class Worker:
+    """Delivers due sends of one store through the given channels (by channel name)."""
+
+    def __init__(
+        self,
+        concierge: Concierge,
+        channels: Mapping[str, Channel],
+        *,
+        config: WorkerConfig | None = None,
+        engine: service.Engine | None = None,
+    ) -> None:
+        self.cg = concierge
+        self.store = concierge.store
+        self.channels = dict(channels)
+        self.config = config or WorkerConfig()
+        self.engine = engine or concierge.campaign_engine()
+        self._campaigns: dict[tuple[str, int], Campaign] = {}
+
+    def now_us(self) -> int:
+        return self.cg._now_us()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        idle_s: float = 1.0,
+        max_ticks: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> TickReport:
+        total = TickReport()
+        n = 0
+        while not (stop is not None and stop.is_set()):
+            report = self.tick()
+            total.add(report)
+            n += 1
+            if max_ticks is not None and n >= max_ticks:
+                break
+            if report.claimed == 0:
+                sleep(idle_s)
+        return total
+
+    def drain(self, *, max_ticks: int = 1_000) -> TickReport:
+        """Tick until nothing is due now (tests, the demo, ``concierge worker --once``)."""
+        total = TickReport()
+        for _ in range(max_ticks):
+            report = self.tick()
+            total.add(report)
+            if report.claimed == 0 or not report.lease:
+                break
+        return total
+
+    def close(self) -> None:
+        for ch in self.channels.values():
+            ch.close()
+        with self.store.write() as conn:
+            due_queue.release_lease(conn, name=self.config.lease_name, owner=self.config.owner)
+
+    def tick(self) -> TickReport:
+        report = TickReport()
+        self.cg.apply_pending()
+        now = self.now_us()
+        cfg = self.config
+        with self.store.write() as conn:
+            if self.store.backend == "sqlite" and not due_queue.hold_lease(
+                conn,
+                self.store,
+                name=cfg.lease_name,
+                owner=cfg.owner,
+                now_us=now,
+                ttl_us=int(cfg.lease_s * SECOND_US),
+            ):
+                report.lease = False
+                return report
+            live = [c for c, _v in service.live(conn, "triggered")]
+            triggers.catalog_occasions(conn, self.store, live, now_us=now)
+            claimed = due_queue.claim(
+                conn,
+                self.store,
+                owner=cfg.owner,
+                now_us=now,
+                limit=cfg.claim,
+                lease_us=int(cfg.lease_s * SECOND_US),
+            )
+            policy = service.policy(conn, self.store)
+            signer = service.signer(conn, self.store)
+        report.claimed = len(claimed)
+        if not claimed:
+            return report
+        with self.store.read() as conn:
+            camps = {d.campaign_id: self._campaign(conn, d.campaign_id) for d in claimed}
+
+        # arbitration order: priority, then expected value, then the oldest due
+        def rank(d: Due) -> tuple[int, float, int, int]:
+            camp = camps[d.campaign_id]
+            if camp is None:
+                return (0, 0.0, d.due_us, d.due_id)
+            return (-camp[0].priority, -camp[0].expected_value, d.due_us, d.due_id)
+
+        claimed.sort(key=rank)
+        chunk: list[Due] = []
+        chunk_channel: str | None = None
+        winners: dict[str, list[str]] = {}  # person -> campaigns sent this tick
+        for d in claimed:
+            camp = camps[d.campaign_id]
+            ch = camp[0].channel if camp else "none"
+            limit = self._chunk_size(ch)
+            if chunk and (ch != chunk_channel or len(chunk) >= limit):
+                self._process(chunk, camps, policy, signer, winners, report)
+                chunk = []
+            chunk.append(d)
+            chunk_channel = ch
+        if chunk:
+            self._process(chunk, camps, policy, signer, winners, report)
+        return report
+
+    def _chunk_size(self, channel: str) -> int:
+        ch = self.channels.get(channel)
+        if isinstance(ch, TwoPhaseChannel):
+            return int(getattr(ch, "batch_size", 1))
+        return self.config.chunk
+
+    def _campaign(self, conn: Connection, campaign_id: str) -> tuple[Campaign, int, str] | None:
+        row = conn.execute(
+            select(t.campaigns.c.version, t.campaigns.c.status).where(
+                t.campaigns.c.campaign_id == campaign_id
+            )
+        ).first()
+        if row is None:
+            return None
+        version, status = int(row[0]), str(row[1])
+        camp = self._campaigns.get((campaign_id, version))
+        if camp is None:
+            camp, _ = service.get(conn, campaign_id, version)
+            self._campaigns[(campaign_id, version)] = camp
+        return camp, version, status
+
+    # -- one chunk ---------------------------------------------------------------------------
+
+    def _process(
+        self,
+        chunk: Sequence[Due],
+        camps: Mapping[str, tuple[Campaign, int, str] | None],
+        policy: ContactPolicy,
+        signer: Signer,
+        winners: dict[str, list[str]],
+        report: TickReport,
+    ) -> None:
+        now = self.now_us()
+        sends: list[_Send] = []
+        with self.store.write() as conn:
+            persons = sorted({d.person_id for d in chunk})
+            if self.store.backend == "postgresql":
+                for p in persons:  # sorted: no deadlock between workers
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(p)s))", {"p": p})
+            docs = self.engine.docs(conn, persons)
+            recent = self._recent(conn, persons, now)
+            for d in chunk:
+                camp = camps.get(d.campaign_id)
+                send = self._decide(
+                    conn, d, camp, docs, recent, winners, policy, signer, now, report
+                )
+                if send is not None:
+                    sends.append(send)
+        if not sends:
+            return
+        channel_name = sends[0].message.channel
+        channel = self.channels.get(channel_name)
+        results: list[DeliveryResult]
+        if channel is None:
+            results = [
+                DeliveryResult("retryable", error=f"no {channel_name} channel configured")
+            ] * len(sends)
+        elif isinstance(channel, TwoPhaseChannel):
+            results = self._two_phase(channel, sends)
+        else:
+            results = [channel.send(s.message) for s in sends]
+        self._record(sends, results, report)
+
+    def _two_phase(self, channel: TwoPhaseChannel, sends: list[_Send]) -> list[DeliveryResult]:
+        pre = channel.prepare([s.message for s in sends])
+        ready = [s.message.key for s, r in zip(sends, pre, strict=True) if r is None]
+        try:
+            with self.store.write() as conn:
+                outbox.mark_many(conn, ready, "committed", now_us=self.now_us())
+        except Exception:
+            channel.abort()  # nothing marked: the server discards the prepared messages
+            raise
+        done = iter(channel.finish())
+        return [r if r is not None else next(done) for r in pre]
+
+    def _recent(self, conn: Connection, persons: list[str], now: int) -> dict[str, list[Sent]]:
+        o = t.outbox
+        out: dict[str, list[Sent]] = {p: [] for p in persons}
+        since = now - 31 * DAY_US
+        for clause in among(conn, o.c.person_id, persons):
+            for pid, created, ch, cid in conn.execute(
+                select(o.c.person_id, o.c.created_us, o.c.channel, o.c.campaign_id).where(
+                    clause, o.c.created_us > since, o.c.status.in_(outbox.COUNTED)
+                )
+            ):
+                out[pid].append(Sent(int(created), ch, cid))
+        return out
+
+    def _suppressed(
+        self, conn: Connection, channel: str, person_id: str, address: str | None
+    ) -> str | None:
+        s = t.suppressions
+        keys = [f"person:{person_id}"] + ([address] if address else [])
+        row = conn.execute(
+            select(s.c.reason).where(s.c.channel == channel, s.c.address.in_(keys)).limit(1)
+        ).first()
+        return None if row is None else str(row[0])
+
+    def _decide(
+        self,
+        conn: Connection,
+        d: Due,
+        camp: tuple[Campaign, int, str] | None,
+        docs: Mapping[str, dict[str, Any]],
+        recent: dict[str, list[Sent]],
+        winners: dict[str, list[str]],
+        policy: ContactPolicy,
+        signer: Signer,
+        now: int,
+        report: TickReport,
+    ) -> _Send | None:
+        if camp is None:
+            due_queue.finish(conn, [d.due_id], "campaign_deleted", now_us=now)
+            report.exited += 1
+            return None
+        campaign, version, status = camp
+        key = outbox.outbox_key(d.campaign_id, d.step, d.person_id, d.occasion)
+        existing = outbox.get(conn, key)
+        doc = docs.get(d.person_id)
+        if existing is not None:
+            return self._resume(conn, d, campaign, existing, doc, now, report)
+        if status != "live":
+            due_queue.finish(conn, [d.due_id], f"campaign_{status}", now_us=now)
+            report.exited += 1
+            return None
+        if doc is None:
+            due_queue.finish(conn, [d.due_id], "no_profile", now_us=now)
+            report.exited += 1
+            return None
+        if campaign.trigger is not None:
+            exited = self._exited(conn, d.person_id, campaign.trigger.exits(), d.trigger_us)
+            if exited is not None:
+                due_queue.finish(conn, [d.due_id], f"exit:{exited}", now_us=now)
+                report.exited += 1
+                return None
+        ch = campaign.channel
+        address = address_of(ch, doc, d.person_id)
+        decision = check(
+            policy,
+            campaign,
+            person_id=d.person_id,
+            doc=doc,
+            address=address,
+            suppressed=self._suppressed(conn, ch, d.person_id, address),
+            recent=recent.get(d.person_id, []),
+            now_us=now,
+        )
+        explain: dict[str, Any] = {
+            "campaign": {
+                "id": campaign.campaign_id,
+                "version": version,
+                "kind": campaign.kind,
+                "priority": campaign.priority,
+                "expected_value": campaign.expected_value,
+            },
+            "why": _why(campaign, d),
+            "policy": decision.as_dict(),
+            "decided_at": from_us(now).isoformat(),
+        }
+        base: dict[str, Any] = {
+            "key": key,
+            "campaign_id": d.campaign_id,
+            "step": d.step,
+            "person_id": d.person_id,
+            "occasion": d.occasion,
+            "channel": ch,
+            "now_us": now,
+            "address": address,
+        }
+        if decision.verdict == "defer":
+            due_queue.reschedule(
+                conn,
+                d.due_id,
+                at_us=int(decision.at_us or now),
+                now_us=now,
+                attempt=False,
+                outcome="deferred:" + decision.rule,
+            )
+            report.deferred += 1
+            return None
+        if decision.verdict == "suppress":
+            if decision.rule.startswith("cap") and winners.get(d.person_id):
+                explain["arbitration"] = {
+                    "lost_to": winners[d.person_id],
+                    "reason": "a campaign of higher priority or expected value took the slot",
+                }
+            outbox.record(conn, status="suppressed", explain=explain, **base)
+            due_queue.finish(conn, [d.due_id], "suppressed:" + decision.rule, now_us=now)
+            report.suppressed += 1
+            return None
+        person = self.engine.person(d.person_id, doc, d.context)
+        ident = {"k": key, "p": d.person_id, "c": d.campaign_id, "ch": ch}
+        api = str(self.engine.brand.get("api_url", "")).rstrip("/")
+        links = {
+            "unsubscribe_url": f"{api}/t/u/{signer.sign('u', ident)}",
+            "preferences_url": f"{api}/t/p/{signer.sign('p', ident)}",
+        }
+        rendered = self.engine.render(campaign, person, links=links)
+        if isinstance(rendered, Held):
+            explain["held"] = rendered.reasons
+            outbox.record(conn, status="held", explain=explain, **base)
+            due_queue.finish(conn, [d.due_id], "held", now_us=now)
+            report.held += 1
+            return None
+        explain["items"] = {
+            name: [{"product_id": i.product_id, "reason": i.reason} for i in items]
+            for name, items in rendered.blocks.items()
+        }
+        explain["blocks"] = rendered.reasons
+        html, headers = rendered.html, {}
+        if ch == "email":
+            if html is not None:
+                html, _links = track_html(html, signer=signer, base_url=api, ident=ident)
+            headers = unsubscribe_headers(
+                https_url=links["unsubscribe_url"],
+                mailto=self.engine.brand.get("unsubscribe_mailto"),
+            )
+        outbox.record(
+            conn,
+            status="sending",
+            explain=explain,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=html,
+            lease_owner=self.config.owner,
+            lease_until_us=now + int(self.config.lease_s * SECOND_US),
+            **base,
+        )
+        recent.setdefault(d.person_id, []).append(Sent(now, ch, d.campaign_id))
+        winners.setdefault(d.person_id, []).append(d.campaign_id)
+        message = Message(
+            key=key,
+            channel=ch,
+            person_id=d.person_id,
+            campaign_id=d.campaign_id,
+            to=address,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=html,
+            headers=headers,
+            data={"items": explain["items"]},
+        )
+        return _Send(d, message, resend=False)
+
+    def _resume(
+        self,
+        conn: Connection,
+        d: Due,
+        campaign: Campaign,
+        row: dict[str, Any],
+        doc: dict[str, Any] | None,
+        now: int,
+        report: TickReport,
+    ) -> _Send | None:
+        """The outbox already has this key: a retry, or the work of a worker that died."""
+        status = row["status"]
+        if status in outbox.FINAL:
+            due_queue.finish(conn, [d.due_id], status, now_us=now)
+            return None
+        if status == "committed":
+            outbox.mark(
+                conn,
+                row["outbox_key"],
+                "sent",
+                now_us=now,
+                error="committed before a crash; counted as sent",
+            )
+            due_queue.finish(conn, [d.due_id], "sent", now_us=now)
+            report.reconciled += 1
+            return None
+        ch = row["channel"]
+        # sending or retry: resend the same content, if consent still allows
+        if (
+            doc is None
+            or not consented(doc, ch)
+            or self._suppressed(conn, ch, d.person_id, row["address"])
+        ):
+            outbox.mark(
+                conn,
+                row["outbox_key"],
+                "suppressed",
+                now_us=now,
+                error="consent withdrawn or address suppressed before the resend",
+            )
+            due_queue.finish(conn, [d.due_id], "suppressed:consent", now_us=now)
+            report.suppressed += 1
+            return None
+        conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.outbox_key == row["outbox_key"])
+            .values(
+                status="sending",
+                attempts=t.outbox.c.attempts + 1,
+                lease_owner=self.config.owner,
+                updated_us=now,
+            )
+        )
+        headers: dict[str, str] = {}
+        if ch == "email":
+            api = str(self.engine.brand.get("api_url", "")).rstrip("/")
+            signer = service.signer(conn, self.store)
+            ident = {"k": row["outbox_key"], "p": d.person_id, "c": d.campaign_id, "ch": ch}
+            headers = unsubscribe_headers(
+                https_url=f"{api}/t/u/{signer.sign('u', ident)}",
+                mailto=self.engine.brand.get("unsubscribe_mailto"),
+            )
+        if status == "sending":
+            report.resent += 1
+        message = Message(
+            key=row["outbox_key"],
+            channel=ch,
+            person_id=d.person_id,
+            campaign_id=d.campaign_id,
+            to=row["address"],
+            subject=row["subject"] or "",
+            text=row["body_text"] or "",
+            html=row["body_html"],
+            headers=headers,
+        )
+        return _Send(d, message, resend=True)
+
+    def _exited(
+        self, conn: Connection, person_id: str, types: list[str], since_us: int
+    ) -> str | None:
+        if not types:
+            return None
+        aliases = (
+            conn.execute(select(t.identities.c.alias).where(t.identities.c.person_id == person_id))
+            .scalars()
+            .all()
+        )
+        cids = {a[2:] for a in aliases if a.startswith("c:")}
+        aids = {a[2:] for a in aliases if a.startswith("a:")}
+        if person_id.startswith("anon:"):
+            aids.add(person_id[5:])
+        else:
+            cids.add(person_id)
+        e = t.events
+        row = conn.execute(
+            select(e.c.type)
+            .where(
+                e.c.ts_us > since_us,
+                e.c.type.in_(types),
+                or_(
+                    e.c.customer_id.in_(sorted(cids)),
+                    and_(e.c.customer_id.is_(None), e.c.anonymous_id.in_(sorted(aids))),
+                ),
+            )
+            .limit(1)
+        ).first()
+        return None if row is None else str(row[0])
+
+    # -- results -----------------------------------------------------------------------------
+
+    def _record(
+        self, sends: list[_Send], results: list[DeliveryResult], report: TickReport
+    ) -> None:
+        now = self.now_us()
+        delivered: list[dict[str, Any]] = []
+        cfg = self.config
+        with self.store.write() as conn:
+            for s, r in zip(sends, results, strict=True):
+                key, d = s.message.key, s.due
+                if r.status == "sent":
+                    outbox.mark(
+                        conn, key, "sent", now_us=now, provider_id=r.provider_id, error=r.error
+                    )
+                    due_queue.finish(conn, [d.due_id], "sent", now_us=now)
+                    report.sent += 1
+                    delivered.append(_delivered_event(s.message, now))
+                elif r.status == "suppressed":
+                    outbox.mark(conn, key, "suppressed", now_us=now, error=r.error)
+                    if s.message.to:
+                        suppress(
+                            conn,
+                            self.store,
+                            s.message.channel,
+                            s.message.to,
+                            reason="bounce",
+                            source=r.error,
+                            now_us=now,
+                        )
+                    due_queue.finish(conn, [d.due_id], "suppressed:bounce", now_us=now)
+                    report.suppressed += 1
+                elif r.status == "failed" or d.attempts + 1 >= cfg.max_attempts:
+                    outbox.mark(conn, key, "failed", now_us=now, error=r.error)
+                    due_queue.finish(conn, [d.due_id], "failed", now_us=now)
+                    report.failed += 1
+                else:
+                    outbox.mark(conn, key, "retry", now_us=now, error=r.error)
+                    wait = int(cfg.backoff_s * 2**d.attempts * SECOND_US)
+                    due_queue.reschedule(
+                        conn, d.due_id, at_us=now + wait, now_us=now, attempt=True, outcome="retry"
+                    )
+                    report.retried += 1
+        if delivered:
+            self.cg.ingest(delivered)
+
+
+def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
+    out: dict[str, Any] = {"occasion": d.occasion, "at": from_us(d.trigger_us).isoformat()}
+    if campaign.trigger is not None:
+        out["trigger"] = campaign.trigger.on
+        out["delay_minutes"] = campaign.trigger.delay_minutes
+        for k in ("event_id", "event_type", "product_ids", "query", "why"):
+            if k in d.context:
+                out[k] = d.context[k]
+    if campaign.audience is not None:
+        out["audience"] = [c.model_dump() for c in campaign.audience.all]
+    if "audience" in d.context:
+        out["audience_match"] = d.context["audience"]
+    return out
+
+
+def _delivered_event(m: Message, now_us: int) -> dict[str, Any]:
+    who = (
+        {"anonymous_id": m.person_id[5:]}
+        if m.person_id.startswith("anon:")
+        else {"customer_id": m.person_id}
+    )
+    return {
+        "type": "delivered",
+        "event_id": f"delivered:{m.key}",
+        "channel": m.channel,
+        "message_id": m.key,
+        "campaign_id": m.campaign_id,
+        "timestamp": from_us(now_us).isoformat(),
+        **who,
+    }
+
+
+def suppress(
+    conn: Connection,
+    store: Any,
+    channel: str,
+    address: str,
+    *,
+    reason: str,
+    source: str | None,
+    now_us: int,
+) -> None:
+    stmt = store.insert(t.suppressions).values(
+        channel=channel, address=address, reason=reason, source=source, created_us=now_us
+    )
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["channel", "address"]))
