@@ -7,7 +7,6 @@ from typing import Any
 
 from concierge import Concierge
 from concierge.clock import FrozenClock
-
 from helpers import shoe
 
 
@@ -38,15 +37,21 @@ def customer(
     ]
     for ch in consent:
         out.append(
-            {"type": "consent", "customer_id": cid, "channel": ch, "granted": True,
-             "timestamp": iso(clock, minutes + 1)}
+            {
+                "type": "consent",
+                "customer_id": cid,
+                "channel": ch,
+                "granted": True,
+                "timestamp": iso(clock, minutes + 1),
+            }
         )
     return out
 
 
 def store_with_catalog(cg: Concierge) -> None:
-    cg.upsert_products([shoe("p1"), shoe("p2", brand="Nike"), shoe("p3", stock=0),
-                        shoe("p4", brand="Hoka")])
+    cg.upsert_products(
+        [shoe("p1"), shoe("p2", brand="Nike"), shoe("p3", stock=0), shoe("p4", brand="Hoka")]
+    )
 
 
 def cart_campaign(**over: Any) -> dict[str, Any]:
@@ -61,9 +66,9 @@ def cart_campaign(**over: Any) -> dict[str, Any]:
         "template": {
             "subject": "{{ first_name }}, your cart is waiting",
             "text": "Hi {{ first_name }}, still thinking about {{ items[0].title }}? "
-                    "Unsubscribe: {{ unsubscribe_url }}",
+            "Unsubscribe: {{ unsubscribe_url }}",
             "html": "<html><body><p>Hi {{ first_name }}</p>{% for i in items %}"
-                    '<a href="{{ i.url }}">{{ i.title }}</a>{% endfor %}</body></html>',
+            '<a href="{{ i.url }}">{{ i.title }}</a>{% endfor %}</body></html>',
             "variables": {"first_name": {"source": "traits.first_name", "fallback": "there"}},
             "blocks": {"items": {"source": "trigger_items", "k": 3, "min_items": 1}},
         },

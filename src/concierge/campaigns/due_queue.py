@@ -55,12 +55,14 @@ def enqueue(conn: Connection, store: Store, rows: Sequence[dict[str, Any]], *, n
         }
         for r in rows
     ]
-    stmt = store.insert(t.due_queue).on_conflict_do_nothing(
-        index_elements=["campaign_id", "step", "person_id", "occasion"]
+    stmt = (
+        store.insert(t.due_queue)
+        .on_conflict_do_nothing(index_elements=["campaign_id", "step", "person_id", "occasion"])
+        .returning(t.due_queue.c.due_id)
     )
     total = 0
     for i in range(0, len(values), 2_000):
-        total += conn.execute(stmt, values[i : i + 2_000]).rowcount or 0
+        total += len(conn.execute(stmt, values[i : i + 2_000]).all())
     return total
 
 

@@ -164,7 +164,7 @@ def set_brand(conn: Connection, store: Store, values: dict[str, Any]) -> dict[st
 
 def assets(conn: Connection) -> dict[str, str]:
     rows = conn.execute(select(t.campaign_assets.c.name, t.campaign_assets.c.body))
-    return {str(n): str(b) for n, b in rows.tuples()}
+    return {str(n): str(b) for n, b in rows}
 
 
 def set_asset(conn: Connection, store: Store, name: str, body: str, *, now_us: int) -> None:

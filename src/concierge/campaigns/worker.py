@@ -67,7 +67,7 @@ def _owner() -> str:
 @dataclass
 class WorkerConfig:
     owner: str = field(default_factory=_owner)
-    claim: int = 500  # due rows per tick
+    claim: int = 200  # due rows per tick (their work must fit in the lease)
     chunk: int = 50  # messages per transaction on channels without two phases
     lease_s: float = 120.0  # a claimed row returns to the queue after this
     max_attempts: int = 5
@@ -493,6 +493,19 @@ class Worker:
             report.reconciled += 1
             return None
         ch = row["channel"]
+        lease_until = row["lease_until_us"] or 0
+        if status == "sending" and row["lease_owner"] != self.config.owner and lease_until >= now:
+            # another live worker has it in flight: look again when its lease is over
+            due_queue.reschedule(
+                conn,
+                d.due_id,
+                at_us=lease_until + 1,
+                now_us=now,
+                attempt=False,
+                outcome="in_flight_elsewhere",
+            )
+            report.deferred += 1
+            return None
         # sending or retry: resend the same content, if consent still allows
         if (
             doc is None
@@ -516,6 +529,7 @@ class Worker:
                 status="sending",
                 attempts=t.outbox.c.attempts + 1,
                 lease_owner=self.config.owner,
+                lease_until_us=now + int(self.config.lease_s * SECOND_US),
                 updated_us=now,
             )
         )

@@ -495,3 +495,6 @@ def keys_revoke(key_id: str, db: DbOpt = None, as_json: JsonOpt = False) -> None
     finally:
         c.close()
     _emit(as_json, {"revoked": key_id}, f"revoked {key_id}")
+
+
+from concierge.cli import campaigns as _campaigns  # noqa: E402, F401

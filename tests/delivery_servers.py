@@ -29,16 +29,31 @@ class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)  # rcpt -> SMTP reply
+    delay: float = 0.0  # seconds spent on each message before answering the final dot
+    connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: Any) -> str:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.lock:
+            self.connections += 1
+        return responses
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            import asyncio
+
+            await asyncio.sleep(self.delay)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(msg)  # type: ignore[arg-type]
@@ -51,8 +66,8 @@ class Mailbox:
 
 
 @contextmanager
-def smtp_server(port: int | None = None) -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
+def smtp_server(port: int | None = None, **kw: Any) -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox(**kw)
     port = port or free_port()
     ctl = Controller(box, hostname="127.0.0.1", port=port)
     ctl.start()
@@ -82,7 +97,7 @@ def http_provider(**kw: Any) -> Iterator[tuple[Provider, str]]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             n = int(self.headers.get("content-length", "0"))
             body = json.loads(self.rfile.read(n))
             with prov.lock:
