@@ -244,6 +244,14 @@ def create_app(settings: Settings | None = None, concierge: Concierge | None = N
 
     # -- routes --------------------------------------------------------------------------------
 
+    from concierge.api.campaigns import router as campaigns_router
+
+    app.include_router(
+        campaigns_router(
+            cg, read_key=read_key, admin_key=admin_key, ingest_key=ingest_key, json_body=json_body
+        )
+    )
+
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:
         """Liveness (no key needed)."""
