@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,6 +195,29 @@ def signer(conn: Connection, store: Store) -> Signer:
 # -- rendering for people --------------------------------------------------------------------
 
 
+class LazyFeatures(Mapping[str, Any]):
+    """The 360 features of a person, computed on first use (most templates never ask: the
+    computation is the dearest part of rendering for a broadcast, measured)."""
+
+    def __init__(self, compute: Callable[[], dict[str, Any]]) -> None:
+        self._compute = compute
+        self._value: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 @dataclass
 class Prepared:
     """A message rendered for one person, or why not."""
@@ -266,11 +289,13 @@ class Engine:
     def person(
         self, person_id: str, doc: pdoc.Doc, trigger: dict[str, Any] | None = None
     ) -> PersonContext:
-        features = pview.view(
-            doc,
-            as_of_us=self.now_us(),
-            half_life_days=self.half_life_days,
-            session_gap_minutes=self.session_gap_minutes,
+        features = LazyFeatures(
+            lambda: pview.view(
+                doc,
+                as_of_us=self.now_us(),
+                half_life_days=self.half_life_days,
+                session_gap_minutes=self.session_gap_minutes,
+            )
         )
         return PersonContext(
             person_id=person_id,

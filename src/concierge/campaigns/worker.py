@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from concierge.campaigns import due_queue, service, triggers
 from concierge.campaigns.definitions import Campaign, ContactPolicy
@@ -68,7 +68,7 @@ def _owner() -> str:
 class WorkerConfig:
     owner: str = field(default_factory=_owner)
     claim: int = 200  # due rows per tick (their work must fit in the lease)
-    chunk: int = 50  # messages per transaction on channels without two phases
+    chunk: int = 100  # messages decided per transaction (SMTP sends them 'connections' at a time)
     lease_s: float = 120.0  # a claimed row returns to the queue after this
     max_attempts: int = 5
     backoff_s: float = 60.0  # first retry after this; doubles per attempt
@@ -99,6 +99,22 @@ class TickReport:
 
 
 @dataclass
+class _Batch:
+    """What one chunk transaction writes at its end: outbox rows and due-row outcomes."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    finishes: dict[str, list[int]] = field(default_factory=dict)
+
+    def finish(self, due_id: int, outcome: str) -> None:
+        self.finishes.setdefault(outcome, []).append(due_id)
+
+    def flush(self, conn: Connection, now_us: int) -> None:
+        outbox.record_many(conn, self.records)
+        for outcome, ids in self.finishes.items():
+            due_queue.finish(conn, ids, outcome, now_us=now_us)
+
+
+@dataclass
 class _Send:
     due: Due
     message: Message
@@ -122,6 +138,7 @@ class Worker:
         self.config = config or WorkerConfig()
         self.engine = engine or concierge.campaign_engine()
         self._campaigns: dict[tuple[str, int], Campaign] = {}
+        self._delivered: list[dict[str, Any]] = []
 
     def now_us(self) -> int:
         return self.cg._now_us()
@@ -196,7 +213,7 @@ class Worker:
         if not claimed:
             return report
         with self.store.read() as conn:
-            camps = {d.campaign_id: self._campaign(conn, d.campaign_id) for d in claimed}
+            camps = {cid: self._campaign(conn, cid) for cid in {d.campaign_id for d in claimed}}
 
         # arbitration order: priority, then expected value, then the oldest due
         def rank(d: Due) -> tuple[int, float, int, int]:
@@ -220,12 +237,11 @@ class Worker:
             chunk_channel = ch
         if chunk:
             self._process(chunk, camps, policy, signer, winners, report)
+        self._report_deliveries()
         return report
 
     def _chunk_size(self, channel: str) -> int:
-        ch = self.channels.get(channel)
-        if isinstance(ch, TwoPhaseChannel):
-            return int(getattr(ch, "batch_size", 1))
+        del channel
         return self.config.chunk
 
     def _campaign(self, conn: Connection, campaign_id: str) -> tuple[Campaign, int, str] | None:
@@ -263,13 +279,32 @@ class Worker:
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(p)s))", {"p": p})
             docs = self.engine.docs(conn, persons)
             recent = self._recent(conn, persons, now)
-            for d in chunk:
-                camp = camps.get(d.campaign_id)
+            keys = [
+                outbox.outbox_key(d.campaign_id, d.step, d.person_id, d.occasion) for d in chunk
+            ]
+            existing = outbox.get_many(conn, keys)
+            suppressed = self._suppressions(conn, chunk, camps, docs)
+            batch = _Batch()
+            for d, key in zip(chunk, keys, strict=True):
                 send = self._decide(
-                    conn, d, camp, docs, recent, winners, policy, signer, now, report
+                    conn,
+                    d,
+                    key,
+                    camps.get(d.campaign_id),
+                    docs,
+                    existing.get(key),
+                    suppressed,
+                    recent,
+                    winners,
+                    policy,
+                    signer,
+                    batch,
+                    now,
+                    report,
                 )
                 if send is not None:
                     sends.append(send)
+            batch.flush(conn, now)
         if not sends:
             return
         channel_name = sends[0].message.channel
@@ -280,7 +315,10 @@ class Worker:
                 DeliveryResult("retryable", error=f"no {channel_name} channel configured")
             ] * len(sends)
         elif isinstance(channel, TwoPhaseChannel):
-            results = self._two_phase(channel, sends)
+            size = max(1, int(getattr(channel, "batch_size", 1)))
+            results = []
+            for i in range(0, len(sends), size):
+                results += self._two_phase(channel, sends[i : i + size])
         else:
             results = [channel.send(s.message) for s in sends]
         self._record(sends, results, report)
@@ -289,13 +327,45 @@ class Worker:
         pre = channel.prepare([s.message for s in sends])
         ready = [s.message.key for s, r in zip(sends, pre, strict=True) if r is None]
         try:
-            with self.store.write() as conn:
-                outbox.mark_many(conn, ready, "committed", now_us=self.now_us())
+            if ready:
+                with self.store.write() as conn:
+                    outbox.mark_many(conn, ready, "committed", now_us=self.now_us())
         except Exception:
             channel.abort()  # nothing marked: the server discards the prepared messages
             raise
-        done = iter(channel.finish())
+        done = iter(channel.finish() if ready else [])
         return [r if r is not None else next(done) for r in pre]
+
+    def _suppressions(
+        self,
+        conn: Connection,
+        chunk: Sequence[Due],
+        camps: Mapping[str, tuple[Campaign, int, str] | None],
+        docs: Mapping[str, dict[str, Any]],
+    ) -> dict[tuple[str, str], str]:
+        """(channel, address or person:<id>) -> reason, for the people of the chunk."""
+        wanted: set[tuple[str, str]] = set()
+        for d in chunk:
+            camp = camps.get(d.campaign_id)
+            if camp is None:
+                continue
+            ch = camp[0].channel
+            wanted.add((ch, f"person:{d.person_id}"))
+            doc = docs.get(d.person_id)
+            if doc is not None:
+                addr = address_of(ch, doc, d.person_id)
+                if addr:
+                    wanted.add((ch, addr))
+        s = t.suppressions
+        out: dict[tuple[str, str], str] = {}
+        addresses = sorted({a for _c, a in wanted})
+        for clause in among(conn, s.c.address, addresses):
+            for ch, addr, reason in conn.execute(
+                select(s.c.channel, s.c.address, s.c.reason).where(clause)
+            ):
+                if (ch, addr) in wanted:
+                    out[(ch, addr)] = str(reason)
+        return out
 
     def _recent(self, conn: Connection, persons: list[str], now: int) -> dict[str, list[Sent]]:
         o = t.outbox
@@ -324,37 +394,39 @@ class Worker:
         self,
         conn: Connection,
         d: Due,
+        key: str,
         camp: tuple[Campaign, int, str] | None,
         docs: Mapping[str, dict[str, Any]],
+        existing: dict[str, Any] | None,
+        suppressed: Mapping[tuple[str, str], str],
         recent: dict[str, list[Sent]],
         winners: dict[str, list[str]],
         policy: ContactPolicy,
         signer: Signer,
+        batch: _Batch,
         now: int,
         report: TickReport,
     ) -> _Send | None:
         if camp is None:
-            due_queue.finish(conn, [d.due_id], "campaign_deleted", now_us=now)
+            batch.finish(d.due_id, "campaign_deleted")
             report.exited += 1
             return None
         campaign, version, status = camp
-        key = outbox.outbox_key(d.campaign_id, d.step, d.person_id, d.occasion)
-        existing = outbox.get(conn, key)
         doc = docs.get(d.person_id)
         if existing is not None:
             return self._resume(conn, d, campaign, existing, doc, now, report)
         if status != "live":
-            due_queue.finish(conn, [d.due_id], f"campaign_{status}", now_us=now)
+            batch.finish(d.due_id, f"campaign_{status}")
             report.exited += 1
             return None
         if doc is None:
-            due_queue.finish(conn, [d.due_id], "no_profile", now_us=now)
+            batch.finish(d.due_id, "no_profile")
             report.exited += 1
             return None
         if campaign.trigger is not None:
             exited = self._exited(conn, d.person_id, campaign.trigger.exits(), d.trigger_us)
             if exited is not None:
-                due_queue.finish(conn, [d.due_id], f"exit:{exited}", now_us=now)
+                batch.finish(d.due_id, f"exit:{exited}")
                 report.exited += 1
                 return None
         ch = campaign.channel
@@ -365,7 +437,8 @@ class Worker:
             person_id=d.person_id,
             doc=doc,
             address=address,
-            suppressed=self._suppressed(conn, ch, d.person_id, address),
+            suppressed=suppressed.get((ch, f"person:{d.person_id}"))
+            or (suppressed.get((ch, address)) if address else None),
             recent=recent.get(d.person_id, []),
             now_us=now,
         )
@@ -408,8 +481,8 @@ class Worker:
                     "lost_to": winners[d.person_id],
                     "reason": "a campaign of higher priority or expected value took the slot",
                 }
-            outbox.record(conn, status="suppressed", explain=explain, **base)
-            due_queue.finish(conn, [d.due_id], "suppressed:" + decision.rule, now_us=now)
+            batch.records.append({**base, "status": "suppressed", "explain": explain})
+            batch.finish(d.due_id, "suppressed:" + decision.rule)
             report.suppressed += 1
             return None
         person = self.engine.person(d.person_id, doc, d.context)
@@ -422,8 +495,8 @@ class Worker:
         rendered = self.engine.render(campaign, person, links=links)
         if isinstance(rendered, Held):
             explain["held"] = rendered.reasons
-            outbox.record(conn, status="held", explain=explain, **base)
-            due_queue.finish(conn, [d.due_id], "held", now_us=now)
+            batch.records.append({**base, "status": "held", "explain": explain})
+            batch.finish(d.due_id, "held")
             report.held += 1
             return None
         explain["items"] = {
@@ -439,16 +512,17 @@ class Worker:
                 https_url=links["unsubscribe_url"],
                 mailto=self.engine.brand.get("unsubscribe_mailto"),
             )
-        outbox.record(
-            conn,
-            status="sending",
-            explain=explain,
-            subject=rendered.subject,
-            text=rendered.text,
-            html=html,
-            lease_owner=self.config.owner,
-            lease_until_us=now + int(self.config.lease_s * SECOND_US),
-            **base,
+        batch.records.append(
+            {
+                **base,
+                "status": "sending",
+                "explain": explain,
+                "subject": rendered.subject,
+                "text": rendered.text,
+                "html": html,
+                "lease_owner": self.config.owner,
+                "lease_until_us": now + int(self.config.lease_s * SECOND_US),
+            }
         )
         recent.setdefault(d.person_id, []).append(Sent(now, ch, d.campaign_id))
         winners.setdefault(d.person_id, []).append(d.campaign_id)
@@ -594,45 +668,71 @@ class Worker:
         self, sends: list[_Send], results: list[DeliveryResult], report: TickReport
     ) -> None:
         now = self.now_us()
-        delivered: list[dict[str, Any]] = []
         cfg = self.config
+        marks: list[dict[str, Any]] = []
+        finishes: dict[str, list[int]] = {}
+        retries: list[tuple[int, int]] = []
+        bounced: list[tuple[str, str, str | None]] = []
+        for s, r in zip(sends, results, strict=True):
+            key, d = s.message.key, s.due
+            status: str = r.status
+            outcome: str = r.status
+            if r.status == "sent":
+                report.sent += 1
+                self._delivered.append(_delivered_event(s.message, now))
+            elif r.status == "suppressed":
+                outcome = "suppressed:bounce"
+                if s.message.to:
+                    bounced.append((s.message.channel, s.message.to, r.error))
+                report.suppressed += 1
+            elif r.status == "failed" or d.attempts + 1 >= cfg.max_attempts:
+                status = outcome = "failed"
+                report.failed += 1
+            else:
+                status = "retry"
+                retries.append((d.due_id, now + int(cfg.backoff_s * 2**d.attempts * SECOND_US)))
+                report.retried += 1
+            marks.append(
+                {
+                    "k": key,
+                    "s": status,
+                    "p": r.provider_id,
+                    "e": r.error,
+                    "t": now if status == "sent" else None,
+                }
+            )
+            if status != "retry":
+                finishes.setdefault(outcome, []).append(d.due_id)
+        o = t.outbox
         with self.store.write() as conn:
-            for s, r in zip(sends, results, strict=True):
-                key, d = s.message.key, s.due
-                if r.status == "sent":
-                    outbox.mark(
-                        conn, key, "sent", now_us=now, provider_id=r.provider_id, error=r.error
-                    )
-                    due_queue.finish(conn, [d.due_id], "sent", now_us=now)
-                    report.sent += 1
-                    delivered.append(_delivered_event(s.message, now))
-                elif r.status == "suppressed":
-                    outbox.mark(conn, key, "suppressed", now_us=now, error=r.error)
-                    if s.message.to:
-                        suppress(
-                            conn,
-                            self.store,
-                            s.message.channel,
-                            s.message.to,
-                            reason="bounce",
-                            source=r.error,
-                            now_us=now,
-                        )
-                    due_queue.finish(conn, [d.due_id], "suppressed:bounce", now_us=now)
-                    report.suppressed += 1
-                elif r.status == "failed" or d.attempts + 1 >= cfg.max_attempts:
-                    outbox.mark(conn, key, "failed", now_us=now, error=r.error)
-                    due_queue.finish(conn, [d.due_id], "failed", now_us=now)
-                    report.failed += 1
-                else:
-                    outbox.mark(conn, key, "retry", now_us=now, error=r.error)
-                    wait = int(cfg.backoff_s * 2**d.attempts * SECOND_US)
-                    due_queue.reschedule(
-                        conn, d.due_id, at_us=now + wait, now_us=now, attempt=True, outcome="retry"
-                    )
-                    report.retried += 1
-        if delivered:
-            self.cg.ingest(delivered)
+            conn.execute(
+                update(o)
+                .where(o.c.outbox_key == bindparam("k"))
+                .values(
+                    status=bindparam("s"),
+                    provider_id=bindparam("p"),
+                    error=bindparam("e"),
+                    sent_us=func.coalesce(bindparam("t"), o.c.sent_us),
+                    updated_us=now,
+                ),
+                marks,
+            )
+            for outcome, ids in finishes.items():
+                due_queue.finish(conn, ids, outcome, now_us=now)
+            for due_id, at in retries:
+                due_queue.reschedule(
+                    conn, due_id, at_us=at, now_us=now, attempt=True, outcome="retry"
+                )
+            for channel, address, error in bounced:
+                suppress(
+                    conn, self.store, channel, address, reason="bounce", source=error, now_us=now
+                )
+
+    def _report_deliveries(self) -> None:
+        """``delivered`` events through ingest, once per tick (ids derived from the keys)."""
+        events, self._delivered = self._delivered, []
+        for i in range(0, len(events), 5_000):
+            self.cg.ingest(events[i : i + 5_000])
 
 
 def _why(campaign: Campaign, d: Due) -> dict[str, Any]:

@@ -37,6 +37,67 @@ def get(conn: Connection, key: str) -> dict[str, Any] | None:
     return None if row is None else dict(row._mapping)
 
 
+def get_many(conn: Connection, keys: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(keys), 500):
+        for row in conn.execute(
+            select(t.outbox).where(t.outbox.c.outbox_key.in_(keys[i : i + 500]))
+        ):
+            out[row.outbox_key] = dict(row._mapping)
+    return out
+
+
+def record_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows given as :func:`record` keyword arguments (one statement)."""
+    if not rows:
+        return
+    conn.execute(t.outbox.insert(), [_row(**r) for r in rows])
+
+
+def _row(
+    *,
+    key: str,
+    campaign_id: str,
+    step: str,
+    person_id: str,
+    occasion: str,
+    channel: str,
+    status: str,
+    explain: dict[str, Any],
+    now_us: int,
+    address: str | None = None,
+    subject: str | None = None,
+    text: str | None = None,
+    html: str | None = None,
+    message_id: str | None = None,
+    lease_owner: str | None = None,
+    lease_until_us: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "outbox_key": key,
+        "campaign_id": campaign_id,
+        "step": step,
+        "person_id": person_id,
+        "occasion": occasion,
+        "channel": channel,
+        "address": address,
+        "status": status,
+        "attempts": 1 if status == "sending" else 0,
+        "message_id": message_id,
+        "subject": subject,
+        "body_text": text,
+        "body_html": html,
+        "provider_id": None,
+        "error": None,
+        "explain": orjson.dumps(explain).decode(),
+        "lease_owner": lease_owner,
+        "lease_until_us": lease_until_us,
+        "created_us": now_us,
+        "updated_us": now_us,
+        "sent_us": None,
+    }
+
+
 def record(
     conn: Connection,
     *,

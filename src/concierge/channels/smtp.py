@@ -27,16 +27,17 @@ The client is :mod:`smtplib` of the standard library with its low-level ``putcmd
 
 from __future__ import annotations
 
+import binascii
 import logging
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from email.utils import format_datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr
 
 from concierge.channels.base import ChannelName, DeliveryResult, Message
 from concierge.channels.compliance import message_id
@@ -58,26 +59,64 @@ class SmtpConfig:
     starttls: bool = False
     timeout: float = 30.0
     message_id_domain: str = "concierge.local"
-    connections: int = 8  # messages prepared together (one open connection each)
+    connections: int = 16  # messages prepared together (one open connection each)
+
+
+def _header(value: str) -> str:
+    """A header value: ASCII as is, anything else as RFC 2047 UTF-8 encoded words (folded)."""
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=76).encode()
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable body with CRLF line ends (binascii is C: fast)."""
+    lf = text.replace("\r\n", "\n").encode()
+    return binascii.b2a_qp(lf, istext=True).replace(b"\n", b"\r\n")
 
 
 def build_email(message: Message, config: SmtpConfig, *, date: datetime | None = None) -> bytes:
-    """The MIME message: text part, HTML alternative, compliance headers (given in
-    ``message.headers``), ``Message-ID`` from the outbox key."""
-    msg = EmailMessage(policy=SMTP_POLICY)
-    sender = config.sender if not config.sender_name else f"{config.sender_name} <{config.sender}>"
-    msg["From"] = sender
-    msg["To"] = message.to or ""
-    msg["Subject"] = message.subject
-    msg["Message-ID"] = message_id(message.key, config.message_id_domain)
+    """The MIME message: a text part and an HTML alternative (quoted-printable UTF-8), the
+    compliance headers given in ``message.headers``, ``Message-ID`` from the outbox key.
+
+    Built directly rather than with :class:`email.message.EmailMessage`, whose header
+    registry costs about 3 ms a message (measured: it capped delivery below 300 messages/s);
+    the output parses back with the standard library (tests read it with ``email``)."""
+    sender = (
+        config.sender if not config.sender_name else formataddr((config.sender_name, config.sender))
+    )
+    head = [
+        f"From: {_header(sender)}",
+        f"To: {message.to or ''}",
+        f"Subject: {_header(' '.join(message.subject.split()))}",
+        f"Message-ID: {message_id(message.key, config.message_id_domain)}",
+        "MIME-Version: 1.0",
+    ]
     if date is not None:
-        msg["Date"] = format_datetime(date)
+        head.append(f"Date: {format_datetime(date)}")
     for name, value in message.headers.items():
-        msg[name] = value
-    msg.set_content(message.text or " ")
-    if message.html is not None:
-        msg.add_alternative(message.html, subtype="html")
-    return msg.as_bytes()
+        head.append(f"{name}: {_header(' '.join(value.split()))}")
+    text_part = (
+        b'Content-Type: text/plain; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(message.text or " ")
+    )
+    if message.html is None:
+        return ("\r\n".join(head) + "\r\n").encode() + text_part + b"\r\n"
+    boundary = f"=_{message.key[:32]}"
+    head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    sep = f"\r\n--{boundary}\r\n".encode()
+    html_part = (
+        b'Content-Type: text/html; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(message.html)
+    )
+    return (
+        ("\r\n".join(head) + "\r\n\r\n").encode()
+        + sep[2:]
+        + text_part
+        + sep
+        + html_part
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
 
 def _classify(code: int, text: bytes, stage: str) -> DeliveryResult:
@@ -116,6 +155,10 @@ class SmtpChannel:
             return conn
         c = self.config
         conn = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
+        # the final dot is a write of its own after the body: without NODELAY, Nagle's
+        # algorithm holds it until the server's delayed ACK (measured: 40 ms per message)
+        if conn.sock is not None:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.ehlo()
         if c.starttls:
             conn.starttls(context=ssl.create_default_context())

@@ -69,7 +69,7 @@ def worker(
     smtp_host: Annotated[str | None, typer.Option(envvar="CONCIERGE_SMTP_HOST")] = None,
     smtp_port: Annotated[int, typer.Option(envvar="CONCIERGE_SMTP_PORT")] = 25,
     smtp_from: Annotated[str, typer.Option(envvar="CONCIERGE_SMTP_FROM")] = "concierge@localhost",
-    smtp_connections: Annotated[int, typer.Option(help="Messages per SMTP round.")] = 8,
+    smtp_connections: Annotated[int, typer.Option(help="Messages per SMTP round.")] = 16,
     sms_endpoint: Annotated[str | None, typer.Option(envvar="CONCIERGE_SMS_ENDPOINT")] = None,
     push_endpoint: Annotated[str | None, typer.Option(envvar="CONCIERGE_PUSH_ENDPOINT")] = None,
     provider_token: Annotated[str | None, typer.Option(envvar="CONCIERGE_PROVIDER_TOKEN")] = None,
