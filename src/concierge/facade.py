@@ -108,7 +108,8 @@ class Concierge:
             self.store.migrate()
         self._ingestor = Ingestor(self.store, half_life_days=self.settings.affinity_half_life_days)
         self._campaign_engine: Any = None
-        self._ingestor.on_applied.append(_campaign_triggers(self.store))
+        self._triggers = _campaign_triggers(self.store)
+        self._ingestor.on_applied.append(self._triggers)
         if migrate:
             self._ingestor.ensure_watermark()
         if migrate and self._ingestor.pending():
@@ -518,7 +519,9 @@ class Concierge:
         """Create a campaign or store a new version of it (validated: every problem named)."""
         from concierge.campaigns import operations
 
-        return operations.save_campaign(self, definition)
+        out = operations.save_campaign(self, definition)
+        self._triggers.invalidate()
+        return out
 
     def campaign(self, campaign_id: str, *, version: int | None = None) -> dict[str, Any]:
         from concierge.campaigns import operations
@@ -536,6 +539,7 @@ class Concierge:
 
         with self.store.write() as conn:
             camp = service.set_status(conn, campaign_id, status, now_us=self._now_us())
+        self._triggers.invalidate()
         return {"campaign_id": campaign_id, "status": camp.status}
 
     def contact_policy(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ i.e. in their size, when the catalog event names one) in the last ``lookback_day
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -35,16 +36,28 @@ from concierge.store.engine import Store, among
 
 log = logging.getLogger(__name__)
 MINUTE_US = 60_000_000
+WANTED = frozenset(ty for types in STARTS.values() for ty in types)
 CATALOG_SEQ = "campaigns.catalog_seq"
 
 
 class Triggers:
-    def __init__(self, store: Store, *, max_age_days: float = 2.0) -> None:
+    def __init__(self, store: Store, *, max_age_days: float = 2.0, ttl_s: float = 1.0) -> None:
         self.store = store
+        self.ttl_s = ttl_s
+        self._live: tuple[float, list[Campaign]] | None = None
         self.max_age_us = int(max_age_days * DAY_US)
         self._defs: dict[tuple[str, int], Campaign] = {}
 
+    def invalidate(self) -> None:
+        self._live = None
+
     def live(self, conn: Connection) -> list[Campaign]:
+        """The live triggered campaigns, read at most every ``ttl_s`` seconds (a campaign
+        paused meanwhile still queues for that long; the worker checks the status again
+        before sending)."""
+        now = time.monotonic()
+        if self._live is not None and now - self._live[0] < self.ttl_s:
+            return self._live[1]
         c = t.campaigns
         rows = conn.execute(
             select(c.c.campaign_id, c.c.version, c.c.definition).where(
@@ -58,6 +71,7 @@ class Triggers:
                 camp = Campaign.model_validate_json(body)
                 self._defs[(cid, version)] = camp
             out.append(camp)
+        self._live = (now, out)
         return out
 
     def __call__(
@@ -68,79 +82,103 @@ class Triggers:
     def evaluate(
         self, conn: Connection, people: pl.DataFrame, items: pl.DataFrame, now_us: int
     ) -> int:
-        """Queue the sends the batch starts; how many."""
-        wanted = {ty for ts in STARTS.values() for ty in ts}
-        if people.height == 0 or not people.get_column("type").is_in(list(wanted)).any():
+        """Queue the sends the batch starts; how many.
+
+        Plain Python over the (few) starting events after one vectorised pre-filter on large
+        batches: on the API's single events a dozen Polars calls cost more than the work
+        (measured: ~1 ms each on a loaded machine)."""
+        if people.height == 0:
+            return 0
+        if people.height > 256:
+            people = people.filter(
+                pl.col("type").is_in(list(WANTED)), pl.col("ts_us") >= now_us - self.max_age_us
+            )
+        elif WANTED.isdisjoint(people.get_column("type").to_list()):
+            return 0
+        cols = [
+            people.get_column(c).to_list()
+            for c in ("person_id", "event_id", "ts_us", "type", "payload")
+        ]
+        rows = [
+            r
+            for r in zip(*cols, strict=True)
+            if r[3] in WANTED and r[2] >= now_us - self.max_age_us
+        ]
+        if not rows:
             return 0
         campaigns = [c for c in self.live(conn) if c.trigger and c.trigger.on in STARTS]
         if not campaigns:
             return 0
-        fresh = people.filter(
-            pl.col("type").is_in(list(wanted)), pl.col("ts_us") >= now_us - self.max_age_us
-        )
-        rows: list[dict[str, Any]] = []
+        # the latest starting event per (campaign, person)
+        latest: dict[tuple[str, str], tuple[str, str, int, str, str]] = {}
         for camp in campaigns:
             assert camp.trigger is not None
-            starts = fresh.filter(pl.col("type").is_in(list(STARTS[camp.trigger.on])))
-            if camp.trigger.on == "welcome":
-                starts = starts.filter(
-                    pl.col("payload").str.json_path_match("$.channel") == camp.channel,
-                    pl.col("payload").str.json_path_match("$.granted") == "true",
-                )
-            if starts.height == 0:
+            types = STARTS[camp.trigger.on]
+            for pid, eid, ts, typ, payload in rows:
+                if typ not in types:
+                    continue
+                if camp.trigger.on == "welcome":
+                    body = orjson.loads(payload)
+                    if body.get("channel") != camp.channel or body.get("granted") is not True:
+                        continue
+                k = (camp.campaign_id, pid)
+                if k not in latest or ts >= latest[k][2]:
+                    latest[k] = (pid, eid, ts, typ, payload)
+        if not latest:
+            return 0
+        last = self._last_occasions(conn, latest)
+        by_event: dict[str, list[tuple[str, str | None]]] = {}
+        if items.height:
+            wanted_ids = {v[1] for v in latest.values()}
+            item_cols = [
+                items.get_column(c).to_list() for c in ("event_id", "product_id", "variant_id")
+            ]
+            for eid, pid, vid in zip(*item_cols, strict=True):
+                if eid in wanted_ids:
+                    by_event.setdefault(eid, []).append((pid, vid))
+        defs = {c.campaign_id: c for c in campaigns}
+        out: list[dict[str, Any]] = []
+        for (cid, pid), (_p, eid, ts, typ, payload) in latest.items():
+            trig = defs[cid].trigger
+            assert trig is not None
+            prev = last.get((cid, pid))
+            if prev is not None and ts - prev <= int(trig.reentry_days * DAY_US):
                 continue
-            starts = starts.unique("person_id", keep="last", maintain_order=True)
-            starts = self._reentry(conn, camp, starts)
-            delay = int(camp.trigger.delay_minutes * MINUTE_US)
-            for pid, eid, ts, typ, payload in starts.select(
-                "person_id", "event_id", "ts_us", "type", "payload"
-            ).iter_rows():
-                rows.append(
-                    {
-                        "campaign_id": camp.campaign_id,
-                        "person_id": pid,
-                        "occasion": f"{camp.trigger.on}:{eid}",
-                        "due_us": ts + delay,
-                        "trigger_us": ts,
-                        "context": _context(camp.trigger.on, eid, typ, payload, items),
-                    }
-                )
-        return due_queue.enqueue(conn, self.store, rows, now_us=now_us)
+            out.append(
+                {
+                    "campaign_id": cid,
+                    "person_id": pid,
+                    "occasion": f"{trig.on}:{eid}",
+                    "due_us": ts + int(trig.delay_minutes * MINUTE_US),
+                    "trigger_us": ts,
+                    "context": _context(eid, typ, payload, by_event.get(eid, [])),
+                }
+            )
+        return due_queue.enqueue(conn, self.store, out, now_us=now_us)
 
-    def _reentry(self, conn: Connection, camp: Campaign, starts: pl.DataFrame) -> pl.DataFrame:
-        assert camp.trigger is not None
-        window = int(camp.trigger.reentry_days * DAY_US)
-        lo = int(starts.get_column("ts_us").min()) - window  # type: ignore[arg-type]
+    def _last_occasions(
+        self, conn: Connection, latest: dict[tuple[str, str], Any]
+    ) -> dict[tuple[str, str], int]:
+        """The newest queued occasion per (campaign, person) of the batch (re-entry rule)."""
         q = t.due_queue
-        last: dict[str, int] = {}
-        for clause in among(conn, q.c.person_id, starts.get_column("person_id").to_list()):
-            for pid, ts in conn.execute(
-                select(q.c.person_id, func.max(q.c.trigger_us))
-                .where(clause, q.c.campaign_id == camp.campaign_id, q.c.trigger_us >= lo)
-                .group_by(q.c.person_id)
+        cids = sorted({c for c, _p in latest})
+        pids = sorted({p for _c, p in latest})
+        out: dict[tuple[str, str], int] = {}
+        for clause in among(conn, q.c.person_id, pids):
+            for cid, pid, ts in conn.execute(
+                select(q.c.campaign_id, q.c.person_id, func.max(q.c.trigger_us))
+                .where(clause, q.c.campaign_id.in_(cids))
+                .group_by(q.c.campaign_id, q.c.person_id)
             ):
-                last[pid] = int(ts)
-        if not last:
-            return starts
-        prev = pl.DataFrame(
-            {"person_id": list(last), "prev_us": list(last.values())},
-            schema={"person_id": pl.String, "prev_us": pl.Int64},
-        )
-        return (
-            starts.join(prev, on="person_id", how="left")
-            .filter(pl.col("prev_us").is_null() | (pl.col("ts_us") - pl.col("prev_us") > window))
-            .drop("prev_us")
-        )
+                out[(cid, pid)] = int(ts)
+        return out
 
 
-def _context(on: str, eid: str, typ: str, payload: str, items: pl.DataFrame) -> dict[str, Any]:
-    mine = items.filter(pl.col("event_id") == eid) if items.height else items
-    pids = mine.get_column("product_id").to_list() if mine.height else []
-    vids = (
-        {p: v for p, v in mine.select("product_id", "variant_id").iter_rows() if v is not None}
-        if mine.height
-        else {}
-    )
+def _context(
+    eid: str, typ: str, payload: str, lines: list[tuple[str, str | None]]
+) -> dict[str, Any]:
+    pids = [p for p, _v in lines]
+    vids = {p: v for p, v in lines if v is not None}
     ctx: dict[str, Any] = {"event_id": eid, "event_type": typ, "product_ids": pids}
     if vids:
         ctx["variant_ids"] = vids
