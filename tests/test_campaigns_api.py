@@ -167,3 +167,25 @@ def test_onsite_pull_needs_a_key(api: Any, cg: Concierge, clock: FrozenClock) ->
     cg.ingest(customer("ann", clock))
     r = client.get("/v1/customers/ann/onsite-messages", headers=keys["ingest"])
     assert r.status_code == 200 and r.json() == []
+
+
+def test_the_worker_runs_in_the_api_process(cg: Concierge, clock: FrozenClock) -> None:
+    import time
+
+    _, secret = cg.create_api_key("shop", "ingest")
+    store_with_catalog(cg)
+    cg.ingest(customer("ann", clock))
+    cg.save_campaign(cart_campaign(trigger={"on": "cart_abandonment", "delay_minutes": 0}))
+    with smtp_server() as (box, port):
+        app = create_app(
+            concierge=cg, worker_channels=lambda c: {"email": SmtpChannel(SmtpConfig(port=port))}
+        )
+        with TestClient(app) as client:
+            r = client.post("/v1/events", json={"type": "add_to_cart", "customer_id": "ann",
+                                                "product_id": "p1", "timestamp": iso(clock)},
+                            headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 200
+            deadline = time.monotonic() + 15
+            while not box.messages and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert len(box.messages) == 1
