@@ -181,9 +181,16 @@ def test_the_worker_runs_in_the_api_process(cg: Concierge, clock: FrozenClock) -
             concierge=cg, worker_channels=lambda c: {"email": SmtpChannel(SmtpConfig(port=port))}
         )
         with TestClient(app) as client:
-            r = client.post("/v1/events", json={"type": "add_to_cart", "customer_id": "ann",
-                                                "product_id": "p1", "timestamp": iso(clock)},
-                            headers={"Authorization": f"Bearer {secret}"})
+            r = client.post(
+                "/v1/events",
+                json={
+                    "type": "add_to_cart",
+                    "customer_id": "ann",
+                    "product_id": "p1",
+                    "timestamp": iso(clock),
+                },
+                headers={"Authorization": f"Bearer {secret}"},
+            )
             assert r.status_code == 200
             deadline = time.monotonic() + 15
             while not box.messages and time.monotonic() < deadline:

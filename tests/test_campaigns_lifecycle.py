@@ -21,30 +21,54 @@ def _artifacts(cg: Concierge, clock: FrozenClock) -> None:
     now = to_us(clock.now())
     cg.registry.save(
         "lifetime",
-        {"person_id": np.array(["ann", "bob", "cyd"]),
-         "churn_risk": np.array([0.8, 0.2, 0.65]),
-         "clv": np.array([420.0, 90.0, 55.5])},
-        config={}, metrics={}, as_of_us=now, log_seq=0, created_us=now,
-        meta={"per_person": ["churn_risk", "clv"],
-              "per_person_doc": {"churn_risk": "probability", "clv": "EUR, 1 year"}},
+        {
+            "person_id": np.array(["ann", "bob", "cyd"]),
+            "churn_risk": np.array([0.8, 0.2, 0.65]),
+            "clv": np.array([420.0, 90.0, 55.5]),
+        },
+        config={},
+        metrics={},
+        as_of_us=now,
+        log_seq=0,
+        created_us=now,
+        meta={
+            "per_person": ["churn_risk", "clv"],
+            "per_person_doc": {"churn_risk": "probability", "clv": "EUR, 1 year"},
+        },
     )
     cg.registry.save(
         "cadence",
         {"person_id": np.array(["bob", "cyd"]), "due_soon": np.array([True, False])},
-        config={}, metrics={}, as_of_us=now, log_seq=0, created_us=now,
+        config={},
+        metrics={},
+        as_of_us=now,
+        log_seq=0,
+        created_us=now,
         meta={"per_person": ["due_soon"]},
     )
 
 
 WINBACK = {
-    "campaign_id": "winback", "kind": "lifecycle", "channel": "email", "status": "live",
-    "priority": 3, "expected_value": 12.0,
-    "audience": {"all": [{"field": "predictions.churn_risk", "op": ">=", "value": 0.6},
-                         {"field": "traits.first_name", "op": "exists"}]},
-    "template": {"subject": "We miss you, {{ name }}",
-                 "text": "Worth {{ clv }} to us",
-                 "variables": {"name": {"source": "traits.first_name"},
-                               "clv": {"source": "predictions.clv"}}},
+    "campaign_id": "winback",
+    "kind": "lifecycle",
+    "channel": "email",
+    "status": "live",
+    "priority": 3,
+    "expected_value": 12.0,
+    "audience": {
+        "all": [
+            {"field": "predictions.churn_risk", "op": ">=", "value": 0.6},
+            {"field": "traits.first_name", "op": "exists"},
+        ]
+    },
+    "template": {
+        "subject": "We miss you, {{ name }}",
+        "text": "Worth {{ clv }} to us",
+        "variables": {
+            "name": {"source": "traits.first_name"},
+            "clv": {"source": "predictions.clv"},
+        },
+    },
 }
 
 
@@ -70,18 +94,27 @@ def test_replenishment_due_and_preflight(cg: Concierge, clock: FrozenClock) -> N
     for cid in ("ann", "bob", "cyd"):
         cg.ingest(customer(cid, clock))
     _artifacts(cg, clock)
-    due = {**WINBACK, "campaign_id": "refill",
-           "audience": {"all": [{"field": "predictions.due_soon", "op": "==", "value": True}]},
-           "template": {"subject": "Time for a refill", "text": "Hi"}}
+    due = {
+        **WINBACK,
+        "campaign_id": "refill",
+        "audience": {"all": [{"field": "predictions.due_soon", "op": "==", "value": True}]},
+        "template": {"subject": "Time for a refill", "text": "Hi"},
+    }
     cg.save_campaign(due)
     pre = cg.preflight("refill")
     assert pre["audience"] == 1 and pre["would_send"] == 1
     # a newer version of an artifact replaces the old one in every join
     now = to_us(clock.now() + timedelta(days=1))
-    cg.registry.save("cadence", {"person_id": np.array(["ann", "bob"]),
-                                 "due_soon": np.array([True, True])},
-                     config={}, metrics={}, as_of_us=now, log_seq=0, created_us=now,
-                     meta={"per_person": ["due_soon"]})
+    cg.registry.save(
+        "cadence",
+        {"person_id": np.array(["ann", "bob"]), "due_soon": np.array([True, True])},
+        config={},
+        metrics={},
+        as_of_us=now,
+        log_seq=0,
+        created_us=now,
+        meta={"per_person": ["due_soon"]},
+    )
     assert cg.preflight("refill")["audience"] == 2
 
 
@@ -90,11 +123,19 @@ def test_unknown_prediction_column_gives_an_empty_audience_not_an_error(
 ) -> None:
     cg.ingest(customer("ann", clock))
     _artifacts(cg, clock)
-    body = {**WINBACK, "campaign_id": "x",
-            "audience": {"all": [{"field": "predictions.nope", "op": ">", "value": 1}]}}
+    body = {
+        **WINBACK,
+        "campaign_id": "x",
+        "audience": {"all": [{"field": "predictions.nope", "op": ">", "value": 1}]},
+    }
     cg.save_campaign(body)
     assert cg.preflight("x")["audience"] == 0
     with pytest.raises(InputError) as err:
-        cg.save_campaign({**WINBACK, "campaign_id": "y", "audience": {"all": [
-            {"field": "predictions.clv", "op": "~", "value": 1}]}})
+        cg.save_campaign(
+            {
+                **WINBACK,
+                "campaign_id": "y",
+                "audience": {"all": [{"field": "predictions.clv", "op": "~", "value": 1}]},
+            }
+        )
     assert err.value.errors[0].field == "audience.all.0.op"

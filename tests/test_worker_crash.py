@@ -115,3 +115,23 @@ def test_kill_9_mid_batch_then_restart_delivers_each_message_exactly_once(db_url
     assert {r["status"] for r in rows} == {"sent"}
     assert len(ids) == N, f"{len(ids) - len(set(ids))} duplicates, {N - len(set(ids))} missing"
     assert set(ids) == expected
+
+
+@pytest.mark.slow
+def test_two_workers_at_once_share_the_queue_and_send_each_message_once(db_url: str) -> None:
+    """PostgreSQL: both claim with SKIP LOCKED; SQLite: one holds the lease, the other waits."""
+    _fill(db_url)
+    with smtp_server(delay=0.002) as (box, port):
+        procs = [_worker(db_url, port, "--once", "--json") for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [e.decode() for _o, e in outs]
+        # a worker that found the lease taken stops at once: finish what is left
+        again = _worker(db_url, port, "--once", "--json")
+        again.communicate(timeout=120)
+        ids = box.ids()
+    import json
+
+    sent = [json.loads(o.decode())["sent"] for o, _e in outs]
+    assert len(ids) == N and len(set(ids)) == N
+    if db_url.startswith("postgresql"):
+        assert all(n > 0 for n in sent), sent  # both took part
