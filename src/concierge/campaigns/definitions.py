@@ -120,6 +120,86 @@ class CampaignCaps(_M):
     per_days: float = Field(7.0, gt=0)  # … within this many days
 
 
+class JourneyStep(_M):
+    """One step of a journey. ``send`` (the campaign's channel and template unless the step
+    gives its own) and ``wait`` (``minutes``) go on to ``next``; ``branch`` goes to ``then``
+    when its check holds (``opened``/``clicked`` the message of send step ``of_step``,
+    ``bought`` since the journey began, or a ``condition`` on the person), else to
+    ``otherwise``; ``split`` sends ``percent`` % of people (a stable hash of the person) to
+    ``then`` and the rest to ``otherwise`` (an A/B test); ``exit`` ends the journey. A step
+    without a following step ends it too."""
+
+    id: Name
+    type: Literal["send", "wait", "branch", "split", "exit"]
+    next: Name | None = None
+    channel: ChannelName | None = None
+    template: TemplateSpec | None = None
+    minutes: float | None = Field(None, ge=0, le=60 * 24 * 365)
+    check: Literal["opened", "clicked", "bought", "condition"] | None = None
+    of_step: Name | None = None
+    condition: Condition | None = None
+    percent: int | None = Field(None, ge=0, le=100)
+    then: Name | None = None
+    otherwise: Name | None = None
+
+    def following(self) -> list[str]:
+        return [n for n in (self.next, self.then, self.otherwise) if n is not None]
+
+
+class JourneySpec(_M):
+    """A multi-step flow as data; a person's position is their pending due-queue row."""
+
+    steps: list[JourneyStep] = Field(min_length=1, max_length=100)
+    goal: list[str] = Field(default_factory=list)  # event types that end the journey early
+
+    @model_validator(mode="after")
+    def _graph(self) -> JourneySpec:
+        ids = [s.id for s in self.steps]
+        if "main" in ids:
+            raise FieldProblem("steps", "'main' is reserved (the entry)")
+        if len(set(ids)) != len(ids):
+            raise FieldProblem("steps", "step ids must be unique")
+        known = set(ids)
+        sends = {s.id for s in self.steps if s.type == "send"}
+        for i, s in enumerate(self.steps):
+            where = f"steps.{i}"
+            for n in s.following():
+                if n not in known:
+                    raise FieldProblem(where, f"step {s.id!r} leads to unknown step {n!r}")
+            if s.type == "wait" and s.minutes is None:
+                raise FieldProblem(f"{where}.minutes", "a wait needs minutes")
+            if s.type == "branch":
+                if s.check is None or s.then is None or s.otherwise is None:
+                    raise FieldProblem(where, "a branch needs check, then and otherwise")
+                if s.check in ("opened", "clicked") and s.of_step not in sends:
+                    raise FieldProblem(f"{where}.of_step", "name a send step of this journey")
+                if s.check == "condition" and s.condition is None:
+                    raise FieldProblem(f"{where}.condition", "a condition branch needs one")
+            if s.type == "split" and (s.percent is None or s.then is None or s.otherwise is None):
+                raise FieldProblem(where, "a split needs percent, then and otherwise")
+        by_id = {s.id: s for s in self.steps}
+        state: dict[str, int] = {}
+
+        def visit(node: str) -> None:  # no cycles: every journey ends
+            if state.get(node) == 1:
+                raise FieldProblem("steps", f"the steps loop back to {node!r}")
+            if state.get(node) == 2:
+                return
+            state[node] = 1
+            for n in by_id[node].following():
+                visit(n)
+            state[node] = 2
+
+        for node in ids:
+            visit(node)
+        return self
+
+    def step(self, step_id: str) -> JourneyStep | None:
+        if step_id == "main":
+            return self.steps[0]
+        return next((s for s in self.steps if s.id == step_id), None)
+
+
 class Campaign(_M):
     campaign_id: Id
     name: str = Field("", max_length=200)
@@ -133,6 +213,16 @@ class Campaign(_M):
     schedule: ScheduleSpec | None = None
     template: TemplateSpec
     caps: CampaignCaps = Field(default_factory=CampaignCaps)
+    journey: JourneySpec | None = None
+
+    def at_step(self, step: JourneyStep) -> Campaign:
+        """The campaign as one send step of its journey sends it."""
+        return self.model_copy(
+            update={
+                "channel": step.channel or self.channel,
+                "template": step.template or self.template,
+            }
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> Campaign:

@@ -58,6 +58,9 @@ def validate_campaign(data: Any, renderer: Renderer) -> Campaign:
         except ValidationError as exc:
             raise InputError(validation_errors(exc)) from exc
     problems = renderer.check(campaign.template)
+    for i, step in enumerate(campaign.journey.steps if campaign.journey else []):
+        if step.template is not None:
+            problems += [(f"journey.steps.{i}.{f}", r) for f, r in renderer.check(step.template)]
     if problems:
         raise InputError([FieldError(f, r) for f, r in problems])
     return campaign

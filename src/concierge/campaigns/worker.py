@@ -27,6 +27,7 @@ suppression are checked again before any resend. Every wait is an injected clock
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from concierge.campaigns import due_queue, service, triggers
-from concierge.campaigns.definitions import Campaign, ContactPolicy
+from concierge.campaigns.definitions import Campaign, ContactPolicy, JourneyStep
 from concierge.campaigns.due_queue import Due
 from concierge.campaigns.policy import Sent, address_of, check, consented
 from concierge.campaigns.templates import Held
@@ -104,14 +105,16 @@ class _Batch:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     finishes: dict[str, list[int]] = field(default_factory=dict)
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # next journey steps
 
     def finish(self, due_id: int, outcome: str) -> None:
         self.finishes.setdefault(outcome, []).append(due_id)
 
-    def flush(self, conn: Connection, now_us: int) -> None:
+    def flush(self, conn: Connection, store: Any, now_us: int) -> None:
         outbox.record_many(conn, self.records)
         for outcome, ids in self.finishes.items():
             due_queue.finish(conn, ids, outcome, now_us=now_us)
+        due_queue.enqueue(conn, store, self.enqueue, now_us=now_us)
 
 
 @dataclass
@@ -119,6 +122,7 @@ class _Send:
     due: Due
     message: Message
     resend: bool
+    then: dict[str, Any] | None = None  # the next journey step's due row, queued after
 
 
 class Worker:
@@ -280,7 +284,10 @@ class Worker:
             docs = self.engine.docs(conn, persons)
             recent = self._recent(conn, persons, now)
             keys = [
-                outbox.outbox_key(d.campaign_id, d.step, d.person_id, d.occasion) for d in chunk
+                outbox.outbox_key(
+                    d.campaign_id, _step_id(camps.get(d.campaign_id), d), d.person_id, d.occasion
+                )
+                for d in chunk
             ]
             existing = outbox.get_many(conn, keys)
             suppressed = self._suppressions(conn, chunk, camps, docs)
@@ -304,24 +311,28 @@ class Worker:
                 )
                 if send is not None:
                     sends.append(send)
-            batch.flush(conn, now)
+            batch.flush(conn, self.store, now)
         if not sends:
             return
-        channel_name = sends[0].message.channel
-        channel = self.channels.get(channel_name)
-        results: list[DeliveryResult]
-        if channel is None:
-            results = [
-                DeliveryResult("retryable", error=f"no {channel_name} channel configured")
-            ] * len(sends)
-        elif isinstance(channel, TwoPhaseChannel):
-            size = max(1, int(getattr(channel, "batch_size", 1)))
-            results = []
-            for i in range(0, len(sends), size):
-                results += self._two_phase(channel, sends[i : i + size])
-        else:
-            results = [channel.send(s.message) for s in sends]
-        self._record(sends, results, report)
+        by_channel: dict[str, list[_Send]] = {}
+        for snd in sends:
+            by_channel.setdefault(snd.message.channel, []).append(snd)
+        done: list[_Send] = []
+        results: list[DeliveryResult] = []
+        for channel_name, group in by_channel.items():
+            channel = self.channels.get(channel_name)
+            done += group
+            if channel is None:
+                results += [
+                    DeliveryResult("retryable", error=f"no {channel_name} channel configured")
+                ] * len(group)
+            elif isinstance(channel, TwoPhaseChannel):
+                size = max(1, int(getattr(channel, "batch_size", 1)))
+                for i in range(0, len(group), size):
+                    results += self._two_phase(channel, group[i : i + size])
+            else:
+                results += [channel.send(snd.message) for snd in group]
+        self._record(done, results, report)
 
     def _two_phase(self, channel: TwoPhaseChannel, sends: list[_Send]) -> list[DeliveryResult]:
         pre = channel.prepare([s.message for s in sends])
@@ -413,8 +424,29 @@ class Worker:
             return None
         campaign, version, status = camp
         doc = docs.get(d.person_id)
+        then: dict[str, Any] | None = None
+        step_id = d.step
+        if campaign.journey is not None:
+            step = campaign.journey.step(d.step)
+            if step is None or status != "live":
+                batch.finish(
+                    d.due_id, "journey_step_gone" if step is None else f"campaign_{status}"
+                )
+                report.exited += 1
+                return None
+            goal = self._exited(conn, d.person_id, campaign.journey.goal, d.trigger_us)
+            if goal is not None:
+                batch.finish(d.due_id, f"goal:{goal}")
+                report.exited += 1
+                return None
+            if step.type != "send":
+                self._journey_step(conn, d, campaign, step, doc, batch, now)
+                return None
+            step_id = step.id
+            then = self._next_row(d, campaign, step.next, now, step_id)
+            campaign = campaign.at_step(step)
         if existing is not None:
-            return self._resume(conn, d, campaign, existing, doc, now, report)
+            return self._resume(conn, d, campaign, existing, doc, now, report, then, batch)
         if status != "live":
             batch.finish(d.due_id, f"campaign_{status}")
             report.exited += 1
@@ -457,7 +489,7 @@ class Worker:
         base: dict[str, Any] = {
             "key": key,
             "campaign_id": d.campaign_id,
-            "step": d.step,
+            "step": step_id,
             "person_id": d.person_id,
             "occasion": d.occasion,
             "channel": ch,
@@ -483,6 +515,8 @@ class Worker:
                 }
             batch.records.append({**base, "status": "suppressed", "explain": explain})
             batch.finish(d.due_id, "suppressed:" + decision.rule)
+            if then is not None:
+                batch.enqueue.append(then)
             report.suppressed += 1
             return None
         person = self.engine.person(d.person_id, doc, d.context)
@@ -497,6 +531,8 @@ class Worker:
             explain["held"] = rendered.reasons
             batch.records.append({**base, "status": "held", "explain": explain})
             batch.finish(d.due_id, "held")
+            if then is not None:
+                batch.enqueue.append(then)
             report.held += 1
             return None
         explain["items"] = {
@@ -538,7 +574,7 @@ class Worker:
             headers=headers,
             data={"items": explain["items"]},
         )
-        return _Send(d, message, resend=False)
+        return _Send(d, message, resend=False, then=then)
 
     def _resume(
         self,
@@ -549,9 +585,14 @@ class Worker:
         doc: dict[str, Any] | None,
         now: int,
         report: TickReport,
+        then: dict[str, Any] | None,
+        batch: _Batch,
     ) -> _Send | None:
         """The outbox already has this key: a retry, or the work of a worker that died."""
         status = row["status"]
+        if status in outbox.FINAL or status == "committed":
+            if then is not None:  # a journey goes on (queued once: the row is unique)
+                batch.enqueue.append(then)
         if status in outbox.FINAL:
             due_queue.finish(conn, [d.due_id], status, now_us=now)
             return None
@@ -595,6 +636,8 @@ class Worker:
             )
             due_queue.finish(conn, [d.due_id], "suppressed:consent", now_us=now)
             report.suppressed += 1
+            if then is not None:
+                batch.enqueue.append(then)
             return None
         conn.execute(
             update(t.outbox)
@@ -629,7 +672,97 @@ class Worker:
             html=row["body_html"],
             headers=headers,
         )
-        return _Send(d, message, resend=True)
+        return _Send(d, message, resend=True, then=then)
+
+    def _next_row(
+        self,
+        d: Due,
+        campaign: Campaign,
+        next_id: str | None,
+        at_us: int,
+        step_id: str,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        if next_id is None:
+            return None
+        ctx = {**d.context, "path": [*d.context.get("path", []), step_id], **(extra or {})}
+        return {
+            "campaign_id": campaign.campaign_id,
+            "step": next_id,
+            "person_id": d.person_id,
+            "occasion": d.occasion,
+            "due_us": at_us,
+            "trigger_us": d.trigger_us,
+            "context": ctx,
+        }
+
+    def _journey_step(
+        self,
+        conn: Connection,
+        d: Due,
+        campaign: Campaign,
+        step: JourneyStep,
+        doc: dict[str, Any] | None,
+        batch: _Batch,
+        now: int,
+    ) -> None:
+        """A wait, branch, split or exit: move the person's position (a new due row)."""
+        nxt: str | None = None
+        at, extra = now, {}
+        if step.type == "wait":
+            nxt, at = step.next, now + int((step.minutes or 0) * 60 * SECOND_US)
+        elif step.type == "split":
+            bucket = int(
+                hashlib.sha256(
+                    f"{campaign.campaign_id}:{step.id}:{d.person_id}".encode()
+                ).hexdigest()[:8],
+                16,
+            )
+            arm = "then" if bucket % 100 < (step.percent or 0) else "otherwise"
+            nxt = step.then if arm == "then" else step.otherwise
+            extra = {"split": {**d.context.get("split", {}), step.id: arm}}
+        elif step.type == "branch":
+            held = self._check(conn, d, campaign, step, doc)
+            nxt = step.then if held else step.otherwise
+            extra = {"branch": {**d.context.get("branch", {}), step.id: held}}
+        row = self._next_row(d, campaign, nxt, at, step.id, extra)
+        if row is not None:
+            batch.enqueue.append(row)
+        batch.finish(d.due_id, f"journey:{step.type}")
+
+    def _check(
+        self,
+        conn: Connection,
+        d: Due,
+        campaign: Campaign,
+        step: JourneyStep,
+        doc: dict[str, Any] | None,
+    ) -> bool:
+        if step.check in ("opened", "clicked"):
+            key = outbox.outbox_key(
+                campaign.campaign_id, str(step.of_step), d.person_id, d.occasion
+            )
+            e = t.events.c.event_id
+            cond = e == f"open:{key}" if step.check == "opened" else e.like(f"click:{key}:%")
+            return conn.execute(select(t.events.c.seq).where(cond).limit(1)).first() is not None
+        if step.check == "bought":
+            return self._exited(conn, d.person_id, ["purchase"], d.trigger_us) is not None
+        if step.condition is None or doc is None:
+            return False
+        from concierge.campaigns import audiences
+
+        c = step.condition
+        if c.field.startswith("predictions."):
+            value = self.engine.predictions.of(d.person_id).get(c.field.split(".", 1)[1])
+        else:
+            value = audiences._doc_value(
+                c.field,
+                doc,
+                self.now_us(),
+                self.engine.half_life_days,
+                self.engine.session_gap_minutes,
+            )
+        return audiences._py(c, value)
 
     def _exited(
         self, conn: Connection, person_id: str, types: list[str], since_us: int
@@ -673,6 +806,7 @@ class Worker:
         finishes: dict[str, list[int]] = {}
         retries: list[tuple[int, int]] = []
         bounced: list[tuple[str, str, str | None]] = []
+        following: list[dict[str, Any]] = []
         for s, r in zip(sends, results, strict=True):
             key, d = s.message.key, s.due
             status: str = r.status
@@ -703,6 +837,8 @@ class Worker:
             )
             if status != "retry":
                 finishes.setdefault(outcome, []).append(d.due_id)
+                if s.then is not None:
+                    following.append(s.then)
         o = t.outbox
         with self.store.write() as conn:
             conn.execute(
@@ -723,6 +859,7 @@ class Worker:
                 due_queue.reschedule(
                     conn, due_id, at_us=at, now_us=now, attempt=True, outcome="retry"
                 )
+            due_queue.enqueue(conn, self.store, following, now_us=now)
             for channel, address, error in bounced:
                 suppress(
                     conn, self.store, channel, address, reason="bounce", source=error, now_us=now
@@ -735,8 +872,19 @@ class Worker:
             self.cg.ingest(events[i : i + 5_000])
 
 
+def _step_id(camp: tuple[Campaign, int, str] | None, d: Due) -> str:
+    """The step a due row stands for (a journey's entry row "main" is its first step)."""
+    if camp is not None and camp[0].journey is not None and d.step == "main":
+        return camp[0].journey.steps[0].id
+    return d.step
+
+
 def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
     out: dict[str, Any] = {"occasion": d.occasion, "at": from_us(d.trigger_us).isoformat()}
+    if campaign.journey is not None:
+        out["journey"] = {
+            k: d.context[k] for k in ("path", "split", "branch") if k in d.context
+        } | {"step": d.step}
     if campaign.trigger is not None:
         out["trigger"] = campaign.trigger.on
         out["delay_minutes"] = campaign.trigger.delay_minutes
