@@ -284,3 +284,26 @@ def test_onsite_messages_are_pulled_once(
     assert first[0]["title"] == "Ann, your cart is waiting"
     again = cg.onsite_messages("ann")
     assert again[0]["seen"] is True
+
+
+def test_erasure_scrubs_messages_and_drops_waiting_sends(
+    cg: Concierge, clock: FrozenClock, mail: tuple[Mailbox, int]
+) -> None:
+    _box, port = mail
+    store_with_catalog(cg)
+    cg.ingest(customer("ann", clock))
+    cg.save_campaign(
+        cart_campaign(trigger={"on": "cart_abandonment", "delay_minutes": 60, "reentry_days": 0})
+    )
+    _cart(cg, clock)
+    clock.at += timedelta(minutes=61)
+    assert _worker(cg, port).tick().sent == 1
+    clock.at += timedelta(minutes=1)
+    _cart(cg, clock, pid="p2")  # a second occasion, waiting
+    cg.erase_customer("ann")
+    rows = cg.outbox()
+    assert len(rows) == 1 and rows[0]["person_id"].startswith("erased:")
+    with cg.store.read() as conn:
+        row = conn.execute(select(t.outbox.c.address, t.outbox.c.body_text)).one()
+        pending = conn.execute(select(t.due_queue).where(t.due_queue.c.status == "pending")).all()
+    assert tuple(row) == (None, None) and pending == []

@@ -422,6 +422,7 @@ class Concierge:
             conn.execute(
                 t.erasures.insert().values(pseudonym=pseudonym, erased_us=now, n_events=len(rows))
             )
+            _erase_messages(conn, person, pseudonym)
             bump_epoch(conn, self.store)
         return {"erased": True, "events_scrubbed": len(rows), "pseudonym": pseudonym}
 
@@ -683,6 +684,12 @@ class Concierge:
 
     def default_path(self) -> Path:
         return Path(self.settings.database_url.removeprefix("sqlite:///"))
+
+
+def _erase_messages(conn: Any, person: str, pseudonym: str) -> None:
+    from concierge.campaigns.operations import erase_messages
+
+    erase_messages(conn, person, pseudonym)
 
 
 def _campaign_triggers(store: Store) -> Any:

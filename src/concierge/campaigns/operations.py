@@ -550,6 +550,32 @@ def export_ads(
     return report.as_dict() | {"audience": len(ids)}
 
 
+def erase_messages(conn: Any, person: str, pseudonym: str) -> None:
+    """Erasure: the person's messages keep their counts (for caps and reports) under the
+    pseudonym, without address or content; waiting sends and on-site messages are dropped.
+    Address suppressions stay (they stop mail to that address, which the person asked for)."""
+    from sqlalchemy import delete, update
+
+    o = t.outbox
+    conn.execute(
+        update(o)
+        .where(o.c.person_id == person)
+        .values(
+            person_id=pseudonym,
+            address=None,
+            subject=None,
+            body_text=None,
+            body_html=None,
+            explain="{}",
+        )
+    )
+    q = t.due_queue
+    conn.execute(delete(q).where(q.c.person_id == person, q.c.status != "done"))
+    conn.execute(update(q).where(q.c.person_id == person).values(person_id=pseudonym, context="{}"))
+    conn.execute(delete(t.onsite_messages).where(t.onsite_messages.c.person_id == person))
+    conn.execute(delete(t.suppressions).where(t.suppressions.c.address == f"person:{person}"))
+
+
 def queue_counts(cg: Concierge) -> dict[str, Any]:
     from sqlalchemy import func
 
