@@ -51,7 +51,11 @@ def journey(**over: Any) -> dict[str, Any]:
 
 
 def _run(cg: Concierge, clock: FrozenClock, port: int) -> Any:
-    return cg.worker({"email": SmtpChannel(SmtpConfig(port=port))}).drain()
+    w = cg.worker({"email": SmtpChannel(SmtpConfig(port=port))})
+    try:
+        return w.drain()
+    finally:
+        w.close()  # releases the SQLite lease for the next worker
 
 
 def test_branch_on_open_and_goal(cg: Concierge, clock: FrozenClock) -> None:

@@ -307,3 +307,19 @@ def test_erasure_scrubs_messages_and_drops_waiting_sends(
         row = conn.execute(select(t.outbox.c.address, t.outbox.c.body_text)).one()
         pending = conn.execute(select(t.due_queue).where(t.due_queue.c.status == "pending")).all()
     assert tuple(row) == (None, None) and pending == []
+
+
+def test_sqlite_lease_lets_one_worker_at_a_time(
+    cg: Concierge, clock: FrozenClock, mail: tuple[Mailbox, int]
+) -> None:
+    _box, port = mail
+    first, second = _worker(cg, port), _worker(cg, port)
+    assert first.tick().lease is True
+    busy = second.tick().lease
+    clock.at += timedelta(seconds=121)  # the first worker's lease (120 s) ran out
+    taken = second.tick().lease
+    if cg.store.backend == "sqlite":
+        assert busy is False and taken is True
+        assert first.tick().lease is False  # now the second holds it
+    else:  # PostgreSQL needs no lease: workers share the queue with SKIP LOCKED
+        assert busy is True and taken is True
