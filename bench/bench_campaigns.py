@@ -291,7 +291,7 @@ def broadcast_figure(port: int) -> list[Figure]:
     cg = _store("broadcast", people, clock)
     cg.save_campaign(BROADCAST)
     start = time.perf_counter()
-    sched = cg.schedule_campaign("news")
+    queued = cg.schedule_campaign("news")["queued"]
     t_sched = time.perf_counter() - start
     w = cg.worker({"email": SmtpChannel(SmtpConfig(port=port))}, claim=1000)
     report = w.drain(max_ticks=100_000)
@@ -299,20 +299,32 @@ def broadcast_figure(port: int) -> list[Figure]:
     w.close()
     cg.close()
     projected = total * 1_000_000 / people
+    # what the target names: audience, arbitration, rendering and outbox writing (no SMTP)
+    prepare = t_sched + report.decide_s
+    prepared_1m = prepare * 1_000_000 / people
     return [
         Figure(
-            "campaigns.broadcast.projected_1m_s",
+            "campaigns.broadcast.prepare_projected_1m_s",
+            prepared_1m,
+            "s",
+            f"scheduling the audience of {people:,} (s)",
+            t_sched,
+            prepared_1m / 300.0,
+            target="< 300 s for 1,000,000 people",
+            met=prepared_1m < 300,
+            note=f"measured on {people:,} people: audience {t_sched:.1f} s, policy + "
+            f"arbitration + rendering + outbox rows {report.decide_s:.1f} s (the worker's "
+            "own timing), projected linearly; SQLite; ratio = projected / target",
+        ),
+        Figure(
+            "campaigns.broadcast.with_smtp_projected_1m_s",
             projected,
             "s",
             f"scheduling the audience of {people:,} (s)",
             t_sched,
             projected / 300.0,
-            target="< 300 s for 1,000,000 people",
-            met=projected < 300,
-            note=f"measured on {people:,} people ({total:.1f} s: audience "
-            f"{sched['queued']:,} queued in {t_sched:.1f} s, then worker "
-            f"{report.sent:,} sent to SMTP), projected linearly; ratio = projected / "
-            "target",
+            note=f"the same run end to end ({total:.1f} s), delivery to the SMTP sink included "
+            f"({report.deliver_s:.1f} s of it): {queued:,} queued, {report.sent:,} sent",
         ),
     ]
 

@@ -89,13 +89,17 @@ class TickReport:
     resent: int = 0  # reserved by a worker that died before the provider completed them
     reconciled: int = 0  # committed by a worker that died after: counted as sent
     lease: bool = True
+    decide_s: float = 0.0  # policy, rendering and outbox writes
+    deliver_s: float = 0.0  # the channels, and recording their results
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["decide_s"], out["deliver_s"] = round(self.decide_s, 4), round(self.deliver_s, 4)
+        return out
 
     def add(self, other: TickReport) -> None:
         for k, v in asdict(other).items():
-            if isinstance(v, int) and not isinstance(v, bool):
+            if isinstance(v, int | float) and not isinstance(v, bool):
                 setattr(self, k, getattr(self, k) + v)
 
 
@@ -276,6 +280,7 @@ class Worker:
     ) -> None:
         now = self.now_us()
         sends: list[_Send] = []
+        started = time.perf_counter()
         with self.store.write() as conn:
             persons = sorted({d.person_id for d in chunk})
             if self.store.backend == "postgresql":
@@ -312,6 +317,8 @@ class Worker:
                 if send is not None:
                     sends.append(send)
             batch.flush(conn, self.store, now)
+        decided = time.perf_counter()
+        report.decide_s += decided - started
         if not sends:
             return
         by_channel: dict[str, list[_Send]] = {}
@@ -333,6 +340,7 @@ class Worker:
             else:
                 results += [channel.send(snd.message) for snd in group]
         self._record(done, results, report)
+        report.deliver_s += time.perf_counter() - decided
 
     def _two_phase(self, channel: TwoPhaseChannel, sends: list[_Send]) -> list[DeliveryResult]:
         pre = channel.prepare([s.message for s in sends])
