@@ -139,3 +139,41 @@ def test_unknown_prediction_column_gives_an_empty_audience_not_an_error(
             }
         )
     assert err.value.errors[0].field == "audience.all.0.op"
+
+
+def test_segment_entry_is_one_occasion_per_value(cg: Concierge, clock: FrozenClock) -> None:
+    for cid in ("ann", "bob"):
+        cg.ingest(customer(cid, clock))
+
+    def segments(version_day: int, ann: int, bob: int) -> None:
+        now = to_us(clock.now() + timedelta(days=version_day))
+        cg.registry.save(
+            "segments",
+            {"person_id": np.array(["ann", "bob"]), "segment_id": np.array([ann, bob])},
+            config={},
+            metrics={},
+            as_of_us=now,
+            log_seq=0,
+            created_us=now,
+            meta={"per_person": ["segment_id"]},
+        )
+
+    segments(0, 1, 2)
+    body = {
+        **WINBACK,
+        "campaign_id": "entry",
+        "audience": {
+            "all": [{"field": "predictions.segment_id", "op": "exists"}],
+            "occasion_by": "predictions.segment_id",
+        },
+    }
+    cg.save_campaign(body)
+    assert cg.schedule_campaign("entry")["queued"] == 2
+    later = clock.now() + timedelta(days=7)
+    assert cg.schedule_campaign("entry", at=later)["queued"] == 0  # still in the same segments
+    segments(8, 3, 2)  # ann moves to segment 3
+    assert cg.schedule_campaign("entry", at=later + timedelta(days=7))["queued"] == 1
+    once = {**body, "campaign_id": "once", "audience": {"all": [], "occasion_by": "person"}}
+    cg.save_campaign(once)
+    assert cg.schedule_campaign("once")["queued"] == 2
+    assert cg.schedule_campaign("once", at=later)["queued"] == 0

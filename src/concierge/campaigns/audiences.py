@@ -79,7 +79,8 @@ def evaluate(
     half_life_days: float,
     session_gap_minutes: float,
 ) -> pl.DataFrame:
-    """``person_id`` (and ``last_seen_us``) of every known person matching all conditions."""
+    """``person_id``, ``last_seen_us`` and ``occasion_value`` (the value of the audience's
+    ``occasion_by`` column, else null) of every known person matching all conditions."""
     p = t.profiles
     q = select(
         p.c.person_id,
@@ -105,16 +106,29 @@ def evaluate(
     frame = frame.with_columns(pl.lit(now_us, dtype=pl.Int64).alias("now"))
     fast = [c for c in spec.all if vectorised(c)]
     slow = [c for c in spec.all if not vectorised(c)]
-    if any(c.field.startswith("predictions.") for c in fast):
+    by = spec.occasion_by.split(".", 1)[1] if spec.occasion_by.startswith("predictions.") else None
+    if by is not None or any(c.field.startswith("predictions.") for c in fast):
         preds = predictions.refresh()
         frame = frame.join(preds, on="person_id", how="left")
+    if by is not None:
+        if by not in frame.columns:
+            return (
+                frame.clear()
+                .select("person_id", "last_seen_us")
+                .with_columns(pl.lit(None, dtype=pl.String).alias("occasion_value"))
+            )
+        frame = frame.filter(pl.col(by).is_not_null()).with_columns(
+            pl.col(by).cast(pl.String).alias("occasion_value")
+        )
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("occasion_value"))
     for c in fast:
         if c.field in COLUMN:
             frame = frame.filter(_expr(c, COLUMN[c.field]))
         else:
             col = c.field.split(".", 1)[1]
             if col not in frame.columns:
-                return frame.clear().select("person_id", "last_seen_us")
+                return frame.clear().select("person_id", "last_seen_us", "occasion_value")
             frame = frame.filter(_expr(c, pl.col(col)))
     if slow and frame.height:
         keep: list[str] = []
@@ -131,7 +145,7 @@ def evaluate(
                     ):
                         keep.append(pid)
         frame = frame.filter(pl.col("person_id").is_in(keep))
-    return frame.select("person_id", "last_seen_us")
+    return frame.select("person_id", "last_seen_us", "occasion_value")
 
 
 def _doc_value(field: str, doc: pdoc.Doc, now_us: int, half_life_days: float, gap: float) -> Any:

@@ -105,9 +105,16 @@ class Condition(_M):
 
 
 class AudienceSpec(_M):
-    """People who satisfy every condition (and are known customers)."""
+    """People who satisfy every condition (and are known customers).
+
+    ``occasion_by`` says when a person counts again: ``run`` (every scheduled run),
+    ``person`` (once ever), or ``predictions.<column>`` (once per value of that column: the
+    entry into a segment or a CLV tier, not every run while they stay in it)."""
 
     all: list[Condition] = Field(default_factory=list)
+    occasion_by: Annotated[
+        str, StringConstraints(pattern=r"^(run|person|predictions\.[A-Za-z0-9_]+)$")
+    ] = "run"
 
 
 class ScheduleSpec(_M):

@@ -236,18 +236,25 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
         )
     else:
         members = members.with_columns(pl.lit(at_us).alias("due"))
-    occasion = f"{camp.kind}:v{version}:{when.isoformat()}"
+    by = camp.audience.occasion_by
+    occasion = (
+        f"{camp.kind}:v{version}:{when.isoformat()}"
+        if by == "run"
+        else f"{camp.kind}:once"
+        if by == "person"
+        else f"{camp.kind}:{by}="
+    )
     rule = [c.model_dump(mode="json") for c in camp.audience.all]
     rows = [
         {
             "campaign_id": camp.campaign_id,
             "person_id": pid,
-            "occasion": occasion,
+            "occasion": occasion + (value or "") if by.startswith("predictions.") else occasion,
             "due_us": int(due),
             "trigger_us": at_us,
-            "context": {"audience": rule},
+            "context": {"audience": rule, **({"entered": f"{by}={value}"} if value else {})},
         }
-        for pid, due in members.select("person_id", "due").iter_rows()
+        for pid, due, value in members.select("person_id", "due", "occasion_value").iter_rows()
     ]
     with cg.store.write() as conn:
         queued = due_queue.enqueue(conn, cg.store, rows, now_us=now)

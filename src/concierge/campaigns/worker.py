@@ -901,8 +901,8 @@ def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
                 out[k] = d.context[k]
     if campaign.audience is not None:
         out["audience"] = [c.model_dump() for c in campaign.audience.all]
-    if "audience" in d.context:
-        out["audience_match"] = d.context["audience"]
+    if "entered" in d.context:
+        out["entered"] = d.context["entered"]
     return out
 
 
