@@ -109,6 +109,9 @@ class Concierge:
         if migrate:
             self.store.migrate()
         self._ingestor = Ingestor(self.store, half_life_days=self.settings.affinity_half_life_days)
+        self._campaign_engine: Any = None
+        self._triggers = _campaign_triggers(self.store)
+        self._ingestor.on_applied.append(self._triggers)
         if migrate:
             self._ingestor.ensure_watermark()
         if migrate and self._ingestor.pending():
@@ -342,6 +345,7 @@ class Concierge:
             "history": events,
             # lifetime and churn, then cadence, segment and questions
             "predictions": {**self._predictions_of(person), **predictions},
+            "messages": self.messages_of(person, limit=history or 20),
         }
 
     def profile_doc(self, person_id: str) -> pdoc.Doc | None:
@@ -428,6 +432,7 @@ class Concierge:
             conn.execute(
                 t.erasures.insert().values(pseudonym=pseudonym, erased_us=now, n_events=len(rows))
             )
+            _erase_messages(conn, person, pseudonym)
             bump_epoch(conn, self.store)
         return {"erased": True, "events_scrubbed": len(rows), "pseudonym": pseudonym}
 
@@ -866,6 +871,165 @@ class Concierge:
             pop = anomalies.population_of(self.registry.load("anomalies").arrays)
         return anomalies.scan(self.store, now_us=self._now_us(), population_frame=pop)
 
+    # -- campaigns -------------------------------------------------------------------------
+    # Thin methods; the logic is in concierge.campaigns (see operations.py) and channels/.
+
+    def campaign_engine(self) -> Any:
+        """The shared rendering engine (templates, product sources, predictions)."""
+        from concierge.campaigns.service import Engine
+
+        if self._campaign_engine is None:
+            self._campaign_engine = Engine(
+                self.store,
+                self.registry,
+                half_life_days=self.settings.affinity_half_life_days,
+                session_gap_minutes=self.settings.session_gap_minutes,
+                now_us=self._now_us,
+            )
+        return self._campaign_engine
+
+    def save_campaign(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """Create a campaign or store a new version of it (validated: every problem named)."""
+        from concierge.campaigns import operations
+
+        out = operations.save_campaign(self, definition)
+        self._triggers.invalidate()
+        return out
+
+    def campaign(self, campaign_id: str, *, version: int | None = None) -> dict[str, Any]:
+        from concierge.campaigns import operations
+
+        return operations.get_campaign(self, campaign_id, version)
+
+    def campaigns(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        from concierge.campaigns import service
+
+        with self.store.read() as conn:
+            return service.listing(conn, status=status)
+
+    def set_campaign_status(self, campaign_id: str, status: str) -> dict[str, Any]:
+        from concierge.campaigns import service
+
+        with self.store.write() as conn:
+            camp = service.set_status(conn, campaign_id, status, now_us=self._now_us())
+        self._triggers.invalidate()
+        return {"campaign_id": campaign_id, "status": camp.status}
+
+    def contact_policy(self) -> dict[str, Any]:
+        from concierge.campaigns import service
+
+        with self.store.read() as conn:
+            return service.policy(conn, self.store).model_dump(mode="json")
+
+    def set_contact_policy(self, policy: dict[str, Any]) -> dict[str, Any]:
+        from concierge.campaigns import operations
+
+        return operations.set_policy(self, policy)
+
+    def set_brand(self, **values: Any) -> dict[str, Any]:
+        """Brand settings: name, site_url, api_url (tracking links), unsubscribe_mailto."""
+        from concierge.campaigns import service
+
+        with self.store.write() as conn:
+            out = service.set_brand(conn, self.store, values)
+        if self._campaign_engine is not None:
+            self._campaign_engine.reload()
+        return out
+
+    def set_asset(self, name: str, body: str) -> None:
+        """A brand layout (``layout:<name>``) or snippet (``snippet:<name>``)."""
+        from concierge.campaigns import service
+
+        with self.store.write() as conn:
+            service.set_asset(conn, self.store, name, body, now_us=self._now_us())
+        if self._campaign_engine is not None:
+            self._campaign_engine.reload()
+
+    def preview(
+        self, campaign: str | dict[str, Any], customer_id: str, **kw: Any
+    ) -> dict[str, Any]:
+        """A campaign rendered for one customer now, with the reasons of every block."""
+        from concierge.campaigns import operations
+
+        return operations.preview(self, campaign, customer_id, **kw)
+
+    def preflight(
+        self, campaign: str | dict[str, Any], *, sample: int | None = None
+    ) -> dict[str, Any]:
+        """How many of the audience would be sent, held back or suppressed, and why."""
+        from concierge.campaigns import operations
+
+        return operations.preflight(self, campaign, sample=sample)
+
+    def schedule_campaign(self, campaign_id: str, *, at: datetime | None = None) -> dict[str, Any]:
+        """Queue a live broadcast or lifecycle campaign for its audience."""
+        from concierge.campaigns import operations
+
+        return operations.schedule(self, campaign_id, at=at)
+
+    def track(self, kind: str, token: str) -> dict[str, Any] | None:
+        """A tracking pixel (``o``), click (``c``) or unsubscribe (``u``) hit, as events."""
+        from concierge.campaigns import operations
+
+        if kind not in ("o", "c", "u"):
+            raise InputError.one("kind", "o, c or u")
+        return operations.track(self, kind, token)  # type: ignore[arg-type]
+
+    def provider_feedback(self, channel: str, events: list[Any]) -> dict[str, Any]:
+        """Bounces and complaints from a provider: events, and suppressed addresses."""
+        from concierge.campaigns import operations
+
+        return operations.provider_feedback(self, channel, events)
+
+    def preferences(self, token: str) -> dict[str, Any] | None:
+        from concierge.campaigns import operations
+
+        return operations.preferences(self, token)
+
+    def set_preferences(
+        self, token: str, *, channels: dict[str, bool], max_per_week: int | None = None
+    ) -> dict[str, Any] | None:
+        from concierge.campaigns import operations
+
+        return operations.set_preferences(self, token, channels=channels, max_per_week=max_per_week)
+
+    def onsite_messages(self, customer_id: str, *, mark_seen: bool = True) -> list[dict[str, Any]]:
+        from concierge.campaigns import operations
+
+        return operations.onsite_messages(self, customer_id, mark_seen=mark_seen)
+
+    def messages_of(self, person_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """A person's messages (sent, suppressed, held) with why, newest first."""
+        from concierge.campaigns import operations
+
+        return operations.messages_of(self, person_id, limit=limit)
+
+    def outbox(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        from concierge.campaigns import operations
+
+        return operations.outbox_rows(self, status=status, limit=limit)
+
+    def delivery_counts(self) -> dict[str, Any]:
+        from concierge.campaigns import operations
+
+        return operations.queue_counts(self)
+
+    def export_ad_audience(
+        self, campaign_id: str, out_dir: Path, *, platform: str = "google"
+    ) -> dict[str, Any]:
+        """The campaign's audience as SHA-256-hashed email/phone files for ad platforms."""
+        from concierge.campaigns import operations
+
+        if platform not in ("google", "meta"):
+            raise InputError.one("platform", "google or meta")
+        return operations.export_ads(self, campaign_id, out_dir, platform=platform)  # type: ignore[arg-type]
+
+    def worker(self, channels: dict[str, Any], **config: Any) -> Any:
+        """A delivery worker over ``channels`` (name -> Channel); see concierge.campaigns.worker."""
+        from concierge.campaigns.worker import Worker, WorkerConfig
+
+        return Worker(self, channels, config=WorkerConfig(**config))
+
     # -- access ----------------------------------------------------------------------------
 
     def create_api_key(self, name: str, role: str) -> tuple[access.ApiKey, str]:
@@ -892,6 +1056,18 @@ class Concierge:
 
     def default_path(self) -> Path:
         return Path(self.settings.database_url.removeprefix("sqlite:///"))
+
+
+def _erase_messages(conn: Any, person: str, pseudonym: str) -> None:
+    from concierge.campaigns.operations import erase_messages
+
+    erase_messages(conn, person, pseudonym)
+
+
+def _campaign_triggers(store: Store) -> Any:
+    from concierge.campaigns.triggers import Triggers
+
+    return Triggers(store)
 
 
 def _validated(model: type[M], items: Sequence[M | dict[str, Any]]) -> list[M]:

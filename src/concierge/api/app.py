@@ -93,8 +93,14 @@ class KeyCache:
         self._keys.clear()
 
 
-def create_app(settings: Settings | None = None, concierge: Concierge | None = None) -> FastAPI:
-    """The API over ``concierge`` (or a store opened from ``settings``)."""
+def create_app(
+    settings: Settings | None = None,
+    concierge: Concierge | None = None,
+    *,
+    worker_channels: Callable[[Concierge], Any] | None = None,
+) -> FastAPI:
+    """The API over ``concierge`` (or a store opened from ``settings``); with
+    ``worker_channels`` (the channels for a store) it also runs the delivery worker."""
     settings = settings or (concierge.settings if concierge else load_settings())
     owned = concierge is None
     cg = concierge or Concierge(settings=settings)
@@ -106,9 +112,17 @@ def create_app(settings: Settings | None = None, concierge: Concierge | None = N
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await committer.start()
+        background = None
+        if worker_channels is not None:
+            from concierge.campaigns.inprocess import BackgroundWorker
+
+            background = BackgroundWorker(cg, worker_channels(cg))
+            background.start()
         try:
             yield
         finally:
+            if background is not None:
+                await asyncio.to_thread(background.stop)
             await committer.stop()
             if owned:
                 cg.close()
@@ -256,6 +270,14 @@ def create_app(settings: Settings | None = None, concierge: Concierge | None = N
         from fastapi.responses import RedirectResponse
 
         return RedirectResponse(PREFIX, status_code=307)
+
+    from concierge.api.campaigns import router as campaigns_router
+
+    app.include_router(
+        campaigns_router(
+            cg, read_key=read_key, admin_key=admin_key, ingest_key=ingest_key, json_body=json_body
+        )
+    )
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, str]:

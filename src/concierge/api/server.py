@@ -40,4 +40,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
             access_log=False,
         )
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    from concierge.campaigns.inprocess import channels_from_env
+
+    app = create_app(settings, worker_channels=channels_from_env)  # the worker runs in-process
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +98,32 @@ def event_rows(
     return ev_rows, it_rows
 
 
+AppliedHook = Callable[[Connection, pl.DataFrame, pl.DataFrame, int], None]
+
+
 class Ingestor:
-    """Appends events to the log and keeps profiles and identities in step."""
+    """Appends events to the log and keeps profiles and identities in step.
+
+    ``on_applied`` hooks (campaign triggers) see every batch of events as it is applied, with
+    each event's ``person_id``, inside the applying transaction: what they write commits with
+    the watermark, exactly once. A failing hook is logged and rolled back to a savepoint; it
+    never fails the ingest.
+    """
 
     def __init__(self, store: Store, *, half_life_days: float) -> None:
         self.store = store
         self.half_life_days = half_life_days
+        self.on_applied: list[AppliedHook] = []
+
+    def _notify(
+        self, conn: Connection, people: pl.DataFrame, items: pl.DataFrame, now_us: int
+    ) -> None:
+        for hook in self.on_applied:
+            try:
+                with conn.begin_nested():
+                    hook(conn, people, items, now_us)
+            except Exception:
+                log.exception("an on_applied hook failed; the events are applied without it")
 
     def ingest(self, events: Sequence[Event], *, now_us: int) -> IngestResult:
         ev, items = event_frames(events)
@@ -225,6 +245,7 @@ class Ingestor:
             upsert_profile_rows(conn, self.store, rows)
             identity.save(conn, graph, self.store.insert(t.identities), now_us)
             self.store.set_meta(conn, APPLIED, str(last))
+            self._notify(conn, people, items, now_us)
         return logged.height
 
     def ensure_watermark(self) -> None:
@@ -301,6 +322,7 @@ class Ingestor:
         deltas = pdoc.aggregate(people, items, half_life_days=self.half_life_days)
         self._merge_profiles(conn, graph, deltas, now_us=now_us)
         identity.save(conn, graph, self.store.insert(t.identities), now_us)
+        self._notify(conn, people, items, now_us)
         return len(deltas)
 
     def _append(

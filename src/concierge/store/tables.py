@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -283,3 +284,124 @@ questions = Table(
     Column("created_us", BigInteger, nullable=False),
 )
 Index("ix_questions_key", questions.c.person_id, questions.c.key, unique=True)
+# -- campaigns -----------------------------------------------------------------------------
+# Campaign definitions (versioned), the due queue that drives waits and retries, the outbox
+# that records every send once (keyed by campaign, step, person and occasion), address
+# suppressions, on-site messages waiting to be pulled, and the worker lease of SQLite.
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("campaign_id", String(ID), primary_key=True),
+    Column("version", Integer, nullable=False),  # the live version (campaign_versions)
+    Column("kind", String(16), nullable=False),  # triggered | lifecycle | broadcast
+    Column("status", String(16), nullable=False),  # draft | live | paused
+    Column("priority", Integer, nullable=False),
+    Column("definition", Text, nullable=False),  # JSON of concierge.campaigns.definitions
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+campaign_versions = Table(
+    "campaign_versions",
+    metadata,
+    Column("campaign_id", String(ID), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+campaign_assets = Table(
+    "campaign_assets",
+    metadata,
+    Column("name", String(200), primary_key=True),  # "layout:base", "snippet:footer"
+    Column("body", Text, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+due_queue = Table(
+    "due_queue",
+    metadata,
+    Column(
+        "due_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("campaign_id", String(ID), nullable=False),
+    Column("step", String(64), nullable=False),
+    Column("person_id", String(ID), nullable=False),
+    Column("occasion", String(200), nullable=False),
+    Column("due_us", BigInteger, nullable=False),
+    Column("status", String(12), nullable=False),  # pending | claimed | done
+    Column("attempts", Integer, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_until_us", BigInteger),
+    Column("trigger_us", BigInteger, nullable=False),  # when the occasion arose
+    Column("context", Text, nullable=False),  # JSON: trigger event, items, audience rule
+    Column("outcome", String(32)),  # sent | suppressed | held | exited | failed | …
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    UniqueConstraint("campaign_id", "step", "person_id", "occasion", name="uq_due_queue_key"),
+)
+Index("ix_due_queue_status_due_us", due_queue.c.status, due_queue.c.due_us)
+Index("ix_due_queue_person_id", due_queue.c.person_id, due_queue.c.campaign_id)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("outbox_key", String(64), primary_key=True),  # sha256 of the four parts below
+    Column("campaign_id", String(ID), nullable=False),
+    Column("step", String(64), nullable=False),
+    Column("person_id", String(ID), nullable=False),
+    Column("occasion", String(200), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("address", String(400)),
+    # sending (reserved, not yet complete at the provider) | committed (SMTP: marked before the
+    # final dot) | sent | retry | failed | suppressed | held
+    Column("status", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("message_id", String(200)),
+    Column("subject", Text),
+    Column("body_text", Text),
+    Column("body_html", Text),
+    Column("provider_id", String(200)),
+    Column("error", Text),
+    Column("explain", Text, nullable=False),  # JSON: why sent / suppressed / held
+    Column("lease_owner", String(64)),
+    Column("lease_until_us", BigInteger),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("sent_us", BigInteger),
+    UniqueConstraint("campaign_id", "step", "person_id", "occasion", name="uq_outbox_key"),
+)
+Index("ix_outbox_person_id", outbox.c.person_id, outbox.c.created_us)
+Index("ix_outbox_status", outbox.c.status)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("channel", String(16), primary_key=True),
+    Column("address", String(400), primary_key=True),  # normalised address or "person:<id>"
+    Column("reason", String(32), nullable=False),  # bounce | complaint | unsubscribe | …
+    Column("source", Text),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+onsite_messages = Table(
+    "onsite_messages",
+    metadata,
+    Column("outbox_key", String(64), primary_key=True),
+    Column("person_id", String(ID), nullable=False),
+    Column("campaign_id", String(ID), nullable=False),
+    Column("content", Text, nullable=False),  # JSON: title, body, items, links
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger),
+    Column("seen_us", BigInteger),
+)
+Index("ix_onsite_messages_person_id", onsite_messages.c.person_id)
+
+worker_leases = Table(
+    "worker_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("until_us", BigInteger, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Campaigns: definitions, triggers, the due queue, templates, contact policy and the worker."""

@@ -1,0 +1,166 @@
+"""Audience rules evaluated over every profile at once (Polars), then over documents.
+
+Conditions on the typed profile columns and on per-person predictions are evaluated as one
+vectorised filter over the whole store: ``features.orders``, ``features.revenue``,
+``features.days_since_last_order``, ``features.days_since_last_seen``, ``features.first_seen_days``,
+and ``predictions.<column>`` of any per-person artifact. Anything else (``traits.*``,
+``features.lifecycle_stage``, ``consent.<channel>``) needs the profile document and is checked
+afterwards, only for the people the vectorised part kept.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+from sqlalchemy import select
+
+from concierge.campaigns.definitions import AudienceSpec, Condition
+from concierge.campaigns.predictions import Predictions
+from concierge.profiles import doc as pdoc
+from concierge.profiles import view as pview
+from concierge.profiles.doc import DAY_US
+from concierge.store import tables as t
+from concierge.store.engine import Store, among
+
+COLUMN = {
+    "features.orders": pl.col("n_orders"),
+    "features.revenue": pl.col("revenue"),
+    "features.days_since_last_order": (pl.col("now") - pl.col("last_order_us")) / DAY_US,
+    "features.days_since_last_seen": (pl.col("now") - pl.col("last_seen_us")) / DAY_US,
+    "features.first_seen_days": (pl.col("now") - pl.col("first_seen_us")) / DAY_US,
+}
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _expr(c: Condition, expr: pl.Expr) -> pl.Expr:
+    if c.op == "exists":
+        return expr.is_not_null()
+    if c.op == "in":
+        values = c.value if isinstance(c.value, list) else [c.value]
+        return expr.is_in(values)
+    out: pl.Expr = _OPS[c.op](expr, c.value)
+    return out.fill_null(False)
+
+
+def _py(c: Condition, value: Any) -> bool:
+    if c.op == "exists":
+        return value is not None
+    if value is None:
+        return False
+    if c.op == "in":
+        values = c.value if isinstance(c.value, list) else [c.value]
+        return value in values
+    try:
+        return bool(_OPS[c.op](value, c.value))
+    except TypeError:
+        return False
+
+
+def vectorised(c: Condition) -> bool:
+    return c.field in COLUMN or c.field.startswith("predictions.")
+
+
+def evaluate(
+    store: Store,
+    spec: AudienceSpec,
+    *,
+    predictions: Predictions,
+    now_us: int,
+    half_life_days: float,
+    session_gap_minutes: float,
+) -> pl.DataFrame:
+    """``person_id``, ``last_seen_us`` and ``occasion_value`` (the value of the audience's
+    ``occasion_by`` column, else null) of every known person matching all conditions."""
+    p = t.profiles
+    q = select(
+        p.c.person_id,
+        p.c.n_orders,
+        p.c.revenue,
+        p.c.first_seen_us,
+        p.c.last_seen_us,
+        p.c.last_order_us,
+    ).where(p.c.known.is_(True))
+    with store.read() as conn:
+        frame = pl.read_database(
+            q,
+            conn,
+            schema_overrides={
+                "person_id": pl.String,
+                "n_orders": pl.Int64,
+                "revenue": pl.Float64,
+                "first_seen_us": pl.Int64,
+                "last_seen_us": pl.Int64,
+                "last_order_us": pl.Int64,
+            },
+        )
+    frame = frame.with_columns(pl.lit(now_us, dtype=pl.Int64).alias("now"))
+    fast = [c for c in spec.all if vectorised(c)]
+    slow = [c for c in spec.all if not vectorised(c)]
+    by = spec.occasion_by.split(".", 1)[1] if spec.occasion_by.startswith("predictions.") else None
+    if by is not None or any(c.field.startswith("predictions.") for c in fast):
+        preds = predictions.refresh()
+        frame = frame.join(preds, on="person_id", how="left")
+    if by is not None:
+        if by not in frame.columns:
+            return (
+                frame.clear()
+                .select("person_id", "last_seen_us")
+                .with_columns(pl.lit(None, dtype=pl.String).alias("occasion_value"))
+            )
+        frame = frame.filter(pl.col(by).is_not_null()).with_columns(
+            pl.col(by).cast(pl.String).alias("occasion_value")
+        )
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("occasion_value"))
+    for c in fast:
+        if c.field in COLUMN:
+            frame = frame.filter(_expr(c, COLUMN[c.field]))
+        else:
+            col = c.field.split(".", 1)[1]
+            if col not in frame.columns:
+                return frame.clear().select("person_id", "last_seen_us", "occasion_value")
+            frame = frame.filter(_expr(c, pl.col(col)))
+    if slow and frame.height:
+        keep: list[str] = []
+        ids = frame.get_column("person_id").to_list()
+        with store.read() as conn:
+            for clause in among(conn, p.c.person_id, ids):
+                for pid, text in conn.execute(select(p.c.person_id, p.c.doc).where(clause)):
+                    doc = pdoc.loads(text)
+                    if all(
+                        _py(
+                            c, _doc_value(c.field, doc, now_us, half_life_days, session_gap_minutes)
+                        )
+                        for c in slow
+                    ):
+                        keep.append(pid)
+        frame = frame.filter(pl.col("person_id").is_in(keep))
+    return frame.select("person_id", "last_seen_us", "occasion_value")
+
+
+def _doc_value(field: str, doc: pdoc.Doc, now_us: int, half_life_days: float, gap: float) -> Any:
+    head, _, rest = field.partition(".")
+    if head == "traits":
+        reg = doc["traits"].get(rest.split(".")[0])
+        return None if reg is None else reg[2]
+    if head == "consent":
+        reg = doc["consent"].get(rest)
+        return bool(reg is not None and reg[2])
+    if head == "features":
+        value: Any = pview.view(
+            doc, as_of_us=now_us, half_life_days=half_life_days, session_gap_minutes=gap
+        )
+        for part in rest.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+    return None

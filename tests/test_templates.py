@@ -1,0 +1,224 @@
+"""Templates: strict variables, product blocks in stock, brand assets, preview and preflight,
+and injection attempts in templates and in profile data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from campaign_data import cart_campaign, customer, iso, store_with_catalog
+from concierge import Concierge
+from concierge.campaigns.definitions import TemplateSpec
+from concierge.campaigns.templates import Held, Item, PersonContext, Rendered, Renderer
+from concierge.clock import FrozenClock
+from concierge.errors import InputError
+
+
+class Fixed:
+    """A product source with a fixed answer (a source is an input of the renderer)."""
+
+    def __init__(self, items: list[Item]) -> None:
+        self.items = items
+
+    def candidates(self, person: PersonContext, k: int) -> tuple[list[Item], str]:
+        return self.items[:k], "fixed"
+
+
+def _person(**traits: Any) -> PersonContext:
+    return PersonContext(person_id="ann", traits=traits, features={}, doc={"recent_views": []})
+
+
+def _spec(**kw: Any) -> TemplateSpec:
+    base: dict[str, Any] = {
+        "subject": "Hi {{ name }}",
+        "text": "Hi {{ name }}",
+        "html": "<p>Hi {{ name }}</p>",
+        "variables": {"name": {"source": "traits.first_name"}},
+    }
+    base.update(kw)
+    return TemplateSpec.model_validate(base)
+
+
+def test_variable_without_value_or_fallback_is_held_back() -> None:
+    r = Renderer()
+    held = r.render(_spec(), _person())
+    assert isinstance(held, Held)
+    assert held.reasons == ["variable name: no value for traits.first_name and no fallback"]
+    with_fallback = _spec(variables={"name": {"source": "traits.first_name", "fallback": "you"}})
+    ok = r.render(with_fallback, _person())
+    assert isinstance(ok, Rendered) and ok.subject == "Hi you"
+    assert r.render(with_fallback, _person(first_name="Ann")).subject == "Hi Ann"  # type: ignore[union-attr]
+
+
+def test_undeclared_names_and_syntax_errors_are_refused_at_creation(cg: Concierge) -> None:
+    bad = cart_campaign()
+    bad["template"] = {**bad["template"], "html": "<p>{{ last_name }} {% if %}</p>"}
+    with pytest.raises(InputError) as err:
+        cg.save_campaign(bad)
+    assert err.value.errors[0].field == "template.html"
+    bad["template"]["html"] = "<p>{{ last_name }}</p>"
+    with pytest.raises(InputError) as err:
+        cg.save_campaign(bad)
+    assert err.value.errors[0].field == "template.html"
+    assert "last_name" in err.value.errors[0].reason
+    assert cg.campaigns() == []
+
+
+def test_empty_or_short_product_block_is_held_back() -> None:
+    item = Item(product_id="p1", title="Shoe", price=10.0, url="https://s/p1")
+    spec = _spec(
+        variables={},
+        subject="x",
+        text="{% for i in recs %}{{ i.title }}{% endfor %}",
+        html=None,
+        blocks={"recs": {"source": "popular", "k": 3, "min_items": 2}},
+    )
+    held = Renderer(sources={"popular": Fixed([item])}).render(spec, _person())
+    assert isinstance(held, Held) and held.reasons[0].startswith("block recs: 1 item(s)")
+    out_of_stock = Renderer(
+        sources={"popular": Fixed([item, item])}, available=lambda items: [False] * len(items)
+    )
+    assert isinstance(out_of_stock.render(spec, _person()), Held)
+    fine = Renderer(sources={"popular": Fixed([item, item])})
+    assert fine.render(spec, _person()).text == "ShoeShoe"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ name.__class__ }}",
+        "{{ brand.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ lipsum.__globals__['os'].system('id') }}",
+        "{% set x = brand.update({'name': 'pwned'}) %}{{ brand.name }}",
+        "{{ name.format.__self__ }}",
+    ],
+)
+def test_sandbox_escapes_in_templates_are_held_never_executed(attack: str) -> None:
+    spec = TemplateSpec.model_validate(
+        {
+            "subject": "s",
+            "text": attack,
+            "variables": {"name": {"source": "traits.first_name", "fallback": "x"}},
+        }
+    )
+    out = Renderer(brand={"name": "Shop"}).render(spec, _person(first_name="Ann"))
+    assert isinstance(out, Held)
+    assert "sandbox" in out.reasons[0] or "undefined" in out.reasons[0]
+
+
+def test_profile_data_is_data_escaped_in_html_never_evaluated() -> None:
+    evil = "{{ 7*7 }}{% raw %}<script>alert(1)</script>{{ ''.__class__ }}"
+    out = Renderer().render(_spec(), _person(first_name=evil))
+    assert isinstance(out, Rendered)
+    assert "49" not in out.text and out.text == "Hi " + evil
+    assert "<script>" not in (out.html or "")
+    assert "&lt;script&gt;" in (out.html or "")
+    assert "{{ 7*7 }}" in (out.html or "")
+
+
+def test_subject_cannot_inject_headers() -> None:
+    out = Renderer().render(_spec(), _person(first_name="Ann\r\nBcc: x@evil.example"))
+    assert isinstance(out, Rendered) and "\n" not in out.subject and "\r" not in out.subject
+
+
+def test_brand_layout_and_snippets(cg: Concierge, clock: FrozenClock) -> None:
+    cg.set_asset(
+        "snippet:footer",
+        '<footer>{{ brand.name }} · <a href="{{ unsubscribe_url }}">unsubscribe</a></footer>',
+    )
+    cg.set_asset(
+        "layout:base",
+        "<html><body><header>{{ brand.name }}</header>"
+        "{% block content %}{% endblock %}{% include 'snippet:footer' %}</body></html>",
+    )
+    cg.set_brand(name="Runners' Corner")
+    with pytest.raises(InputError):
+        cg.set_asset("layout:broken", "<p>no content block</p>")
+    store_with_catalog(cg)
+    cg.ingest(customer("ann", clock))
+    body = cart_campaign()
+    body["template"]["layout"] = "base"
+    body["template"]["html"] = "<p>Hi {{ first_name }}</p>"
+    cg.save_campaign(body)
+    out = cg.preview("cart", "ann", trigger={"product_ids": ["p1"], "why": "you carted it"})
+    assert out["held"] is False
+    assert out["html"].startswith("<html><body><header>Runners&#39; Corner</header><p>Hi Ann</p>")
+    assert "<footer>Runners&#39; Corner" in out["html"]
+    assert out["reasons"] == {"items": "you carted it"}
+    assert out["blocks"]["items"][0]["product_id"] == "p1"
+    assert out["policy"]["decision"] == "send"
+
+
+def test_preview_of_last_viewed_skips_out_of_stock(cg: Concierge, clock: FrozenClock) -> None:
+    store_with_catalog(cg)
+    cg.ingest(
+        customer("ann", clock)
+        + [
+            {"type": "view", "customer_id": "ann", "product_id": p, "timestamp": iso(clock, m)}
+            for m, p in enumerate(["p1", "p3", "p2"])
+        ]
+    )
+    body = cart_campaign()
+    body["template"]["blocks"] = {"items": {"source": "last_viewed", "k": 3}}
+    out = cg.preview(body, "ann")
+    assert [i["product_id"] for i in out["blocks"]["items"]] == ["p2", "p1"]  # p3 has no stock
+    assert "viewed" in out["reasons"]["items"]
+
+
+def test_preflight_counts_who_would_be_held_and_why(cg: Concierge, clock: FrozenClock) -> None:
+    store_with_catalog(cg)
+    for i in range(6):
+        cg.ingest(
+            customer(
+                f"c{i}",
+                clock,
+                first_name=None if i % 3 == 0 else "N",
+                consent=("email",) if i != 5 else (),
+            )
+        )
+    cg.save_campaign(
+        {
+            "campaign_id": "news",
+            "kind": "broadcast",
+            "channel": "email",
+            "status": "live",
+            "audience": {"all": [{"field": "features.orders", "op": "==", "value": 0}]},
+            "template": {
+                "subject": "Hi {{ name }}",
+                "text": "Hi {{ name }}",
+                "variables": {"name": {"source": "traits.first_name"}},
+            },
+        }
+    )
+    out = cg.preflight("news")
+    assert out["audience"] == 6
+    assert out["suppressed_by_rule"] == {"consent": 1}
+    assert out["held"] == 2 and out["held_by_reason"] == {"variable name": 2}
+    assert out["would_send"] == 3
+
+
+def test_recommender_source_against_the_contract(cg: Concierge, clock: FrozenClock) -> None:
+    """The recommender-backed block, fed by a real recommend() of our own built on the
+    catalog's popularity in the log (the decide part's recommender plugs in the same way)."""
+    store_with_catalog(cg)
+    cg.ingest(customer("ann", clock) + customer("bob", clock))
+    cg.ingest(
+        [
+            {
+                "type": "view",
+                "customer_id": "bob",
+                "product_id": p,
+                "timestamp": iso(clock, -10 + i),
+            }
+            for i, p in enumerate(["p4", "p4", "p4", "p2", "p3", "p3", "p3", "p3"])
+        ]
+    )
+    body = cart_campaign()
+    body["template"]["blocks"] = {"items": {"source": "recommended", "k": 2}}
+    out = cg.preview(body, "ann")
+    # p3 is the most viewed but out of stock
+    assert [i["product_id"] for i in out["blocks"]["items"]] == ["p4", "p2"]
+    assert out["blocks"]["items"][0]["reason"] == "popular this month"
