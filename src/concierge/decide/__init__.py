@@ -1,0 +1,1 @@
+"""Decide: recommendations (candidates → filters → rules → blended ranking → diversity → reasons)."""
