@@ -333,6 +333,9 @@ class Concierge:
                 session_gap_minutes=self.settings.session_gap_minutes,
             ),
             "history": events,
+            "predictions": {
+                "recommendations": self._recommendation_prediction(customer_id, anonymous_id)
+            },
         }
 
     def profile_doc(self, person_id: str) -> pdoc.Doc | None:
@@ -493,6 +496,105 @@ class Concierge:
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every kept model version (newest first) with its metrics."""
         return [info.as_dict() for info in self.registry.versions(name)]
+
+    # -- recommendations -------------------------------------------------------------------
+
+    @property
+    def recommender(self) -> Any:
+        """The request path of recommendations (models and catalog kept in memory)."""
+        if getattr(self, "_recommender", None) is None:
+            from concierge.decide.recommend import Recommender
+
+            self._recommender = Recommender(
+                self.store,
+                self.registry,
+                session_gap_minutes=self.settings.session_gap_minutes,
+            )
+        return self._recommender
+
+    def recommend(
+        self,
+        customer_id: str | None = None,
+        *,
+        anonymous_id: str | None = None,
+        slot: str = "home",
+        k: int = 10,
+        anchor_product_id: str | None = None,
+    ) -> Any:
+        """Recommendations for a person in a slot (see :mod:`concierge.decide.recommend`).
+
+        Never raises for an unknown person, an untrained model or an empty catalog: the answer's
+        ``fallback`` says what answered instead of the full ranker.
+        """
+        return self.recommender.recommend(
+            customer_id,
+            anonymous_id=anonymous_id,
+            slot=slot,
+            k=k,
+            anchor_product_id=anchor_product_id,
+            now_us=self._now_us(),
+        )
+
+    def create_rule(self, rule: Any) -> dict[str, Any]:
+        """Store a merchandising rule (validated; a pin and an exclude of one item conflict)."""
+        from concierge.decide.rules import RuleCreate, create_rule
+
+        model = _validated(RuleCreate, [rule])[0]
+        with self.store.write() as conn:
+            out = create_rule(conn, model, now_us=self._now_us())
+        self.recommender.forget_rules()
+        return out.as_dict()
+
+    def rules(self) -> list[dict[str, Any]]:
+        from concierge.decide.rules import list_rules
+
+        with self.store.read() as conn:
+            return [r.as_dict() for r in list_rules(conn)]
+
+    def rule(self, rule_id: str) -> dict[str, Any]:
+        from concierge.decide.rules import get_rule
+
+        with self.store.read() as conn:
+            return get_rule(conn, rule_id).as_dict()
+
+    def delete_rule(self, rule_id: str) -> None:
+        from concierge.decide.rules import delete_rule
+
+        with self.store.write() as conn:
+            delete_rule(conn, rule_id)
+        self.recommender.forget_rules()
+
+    def evaluate_recommendations(
+        self,
+        *,
+        split: datetime,
+        val_days: float = 28.0,
+        truth: Path | str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """Offline evaluation, temporal split (see :mod:`concierge.evaluate.recommendations`)."""
+        from concierge.evaluate.recommendations import evaluate, sim_taste
+
+        if self.pending():
+            self.apply_pending()
+        return evaluate(
+            self.store,
+            split=split,
+            val_days=val_days,
+            taste=sim_taste(str(truth)) if truth is not None else None,
+            progress=progress,
+        )
+
+    def _recommendation_prediction(
+        self, customer_id: str | None, anonymous_id: str | None
+    ) -> dict[str, Any]:
+        recs = self.recommend(customer_id, anonymous_id=anonymous_id, k=5)
+        return {
+            "version": recs.model_versions.get("collaborative"),
+            "fallback": recs.fallback,
+            "items": [i.product_id for i in recs.items],
+            "reasons": [i.reasons[0].as_dict() for i in recs.items if i.reasons],
+        }
 
     # -- access ----------------------------------------------------------------------------
 

@@ -495,3 +495,5 @@ def keys_revoke(key_id: str, db: DbOpt = None, as_json: JsonOpt = False) -> None
     finally:
         c.close()
     _emit(as_json, {"revoked": key_id}, f"revoked {key_id}")
+
+from concierge.cli import recs as _recs  # noqa: E402, F401  registers the recommendation commands

@@ -1,1 +1,4 @@
-"""Decide: recommendations (candidates → filters → rules → blended ranking → diversity → reasons)."""
+"""Decide: recommendations.
+
+Candidates -> filters -> rules -> blended ranking -> diversity -> reasons.
+"""

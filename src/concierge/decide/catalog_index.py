@@ -30,7 +30,7 @@ I = npt.NDArray[np.int64]  # noqa: E741
 
 def _codes(s: pl.Series) -> tuple[I, npt.NDArray[np.str_]]:
     filled = s.fill_null("")
-    names = np.array(sorted(set(filled.unique().to_list())), dtype=np.str_)
+    names = np.array(sorted(set(filled.unique().to_list()) | {""}), dtype=np.str_)  # 0: none
     code = np.searchsorted(names, filled.to_numpy().astype(np.str_)).astype(np.int64)
     return code, names
 
@@ -48,8 +48,8 @@ class CatalogIndex:
     available: B  # active and some variant in stock
     sized: B  # has variants with sizes
     sizes: IdMap
-    size_stock: sp.csr_matrix  # sizes × items, 1 where that size is in stock
-    size_any: sp.csr_matrix  # sizes × items, 1 where the item comes in that size
+    size_stock: sp.csr_matrix  # sizes x items, 1 where that size is in stock
+    size_any: sp.csr_matrix  # sizes x items, 1 where the item comes in that size
     facets: pl.Series
     version: tuple[int, int, int]
 
@@ -98,9 +98,14 @@ def load(conn: Connection) -> CatalogIndex:
         ).order_by(t.products.c.product_id),
         conn,
         schema_overrides={
-            "product_id": pl.String(), "title": pl.String(), "brand": pl.String(),
-            "category": pl.String(), "seller_id": pl.String(), "one_of_a_kind": pl.Boolean(),
-            "active": pl.Boolean(), "facets": pl.String(),
+            "product_id": pl.String(),
+            "title": pl.String(),
+            "brand": pl.String(),
+            "category": pl.String(),
+            "seller_id": pl.String(),
+            "one_of_a_kind": pl.Boolean(),
+            "active": pl.Boolean(),
+            "facets": pl.String(),
         },
     )
     v = pl.read_database(
@@ -110,7 +115,11 @@ def load(conn: Connection) -> CatalogIndex:
     )
     ids = IdMap(p.get_column("product_id").to_numpy().astype(np.str_))
     n = len(ids)
-    pos = ids.to_internal(v.get_column("product_id").to_numpy()) if v.height else np.zeros(0, np.int64)
+    pos = (
+        ids.to_internal(v.get_column("product_id").to_numpy())
+        if v.height
+        else np.zeros(0, np.int64)
+    )
     stock = v.get_column("stock").to_numpy() if v.height else np.zeros(0, np.int64)
     keep = pos >= 0
     in_stock = np.zeros(n, dtype=bool)

@@ -17,7 +17,7 @@ categories and co-views, ``anchor`` the co-occurrence with the page's product, c
 ``k`` and the ``a_*`` weights are not set by hand: :func:`tune` fits them by coordinate search on
 a validation split (train on the log up to ``split - days``, score on the purchases of the
 ``days`` after), maximising the mean Recall@20 of the *all* and *new* variants. The same
-:func:`blend` runs on one request (a 1 × n batch) and on a whole evaluation (b × n), so what is
+:func:`blend` runs on one request (a 1 x n batch) and on a whole evaluation (b x n), so what is
 evaluated is what is served.
 """
 
@@ -45,7 +45,9 @@ class BlendParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    k: float = Field(5.0, gt=0, description="Items of evidence at which crowd and person weigh equal.")
+    k: float = Field(
+        5.0, gt=0, description="Items of evidence at which crowd and person weigh equal."
+    )
     a_als: float = Field(1.0, ge=0)
     a_cooc: float = Field(0.5, ge=0)
     a_rep: float = Field(1.0, ge=0)
@@ -108,9 +110,9 @@ class Aligned:
     pop: F
     trend: F  # trending ratio, 0 when not trending
     repeat_rate: F
-    sims: dict[str, sp.csr_matrix]  # also_bought, also_viewed, bought_after (n × n)
+    sims: dict[str, sp.csr_matrix]  # also_bought, also_viewed, bought_after (n x n)
     sim_all: sp.csr_matrix
-    factors: F32 | None  # n × k item factors (None: no individual model)
+    factors: F32 | None  # n x k item factors (None: no individual model)
     collab: CollaborativeModel | None
     crowd: CrowdModel | None
     segment_cache: dict[str, F] = field(default_factory=dict)
@@ -129,7 +131,8 @@ class Aligned:
             mean_rep = float(np.mean(crowd.repeat_rate_)) if crowd.repeat_rate_.size else 0.0
             rep = np.where(inv >= 0, crowd.repeat_rate_[np.maximum(inv, 0)], mean_rep)
             sims = {
-                kind: _remap_csr(crowd.matrices_[kind], pos, pos, (n, n)) for kind in CrowdModel.KINDS
+                kind: _remap_csr(crowd.matrices_[kind], pos, pos, (n, n))
+                for kind in CrowdModel.KINDS
             }
         else:
             pop, trend, rep = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -150,8 +153,10 @@ class Aligned:
         seg = self.segment_cache.get(segment)
         if seg is None:
             row = self.crowd.segment_popularity(segment)
-            seg = np.zeros(len(self.items)) if row is None else _remap(
-                self.items.to_internal(self.crowd.item_ids_), len(self.items), row
+            seg = (
+                np.zeros(len(self.items))
+                if row is None
+                else _remap(self.items.to_internal(self.crowd.item_ids_), len(self.items), row)
             )
             seg = seg / (seg.max() or 1.0)
             self.segment_cache[segment] = seg
@@ -164,10 +169,16 @@ class Aligned:
         got = self.size_cache.get(size)
         if got is None:
             row = None if self.crowd is None else self.crowd.size_popularity(size)
-            got = np.zeros(len(self.items)) if row is None else _remap(
-                self.items.to_internal(self.crowd.item_ids_) if self.crowd else np.zeros(0, np.int64),
-                len(self.items),
-                row,
+            got = (
+                np.zeros(len(self.items))
+                if row is None
+                else _remap(
+                    self.items.to_internal(self.crowd.item_ids_)
+                    if self.crowd
+                    else np.zeros(0, np.int64),
+                    len(self.items),
+                    row,
+                )
             )
             self.size_cache[size] = got
         return got
@@ -181,7 +192,7 @@ class Aligned:
 class Components:
     """Each component of the blend for a batch of people (rows) over the aligned items."""
 
-    pop: F  # b × n (or 1 × n broadcast)
+    pop: F  # b x n (or 1 x n broadcast)
     als: F
     cooc: F
     rep: F
@@ -206,7 +217,7 @@ def batch_components(
     segments: list[str | None] | None = None,
 ) -> Components:
     """Components for many people at once (evaluation): ``weights`` are their decayed
-    interaction weights and ``bought`` their decayed purchase weights, both b × n."""
+    interaction weights and ``bought`` their decayed purchase weights, both b x n."""
     b, n = weights.shape
     w = weights.tocsr().astype(np.float64)
     evidence = np.diff((w > 0).tocsr().indptr).astype(np.float64)
@@ -220,9 +231,7 @@ def batch_components(
         rows = np.repeat(np.arange(b), np.diff(w.indptr))
         cols = inv[w.indices]
         ok = cols >= 0
-        local = sp.csr_matrix(
-            (w.data[ok], (rows[ok], cols[ok])), shape=(b, len(al.collab.items))
-        )
+        local = sp.csr_matrix((w.data[ok], (rows[ok], cols[ok])), shape=(b, len(al.collab.items)))
         x = al.collab.fold_in_matrix(local)
         als = np.maximum(x @ al.factors.T, 0.0).astype(np.float64)
         als = row_max_scale(als)
@@ -230,7 +239,9 @@ def batch_components(
         als = np.zeros((b, n))
     cooc = np.asarray((row_max_scale(w) @ al.sim_all).todense())
     cooc = row_max_scale(cooc)
-    rep = np.asarray(row_max_scale(bought.tocsr().astype(np.float64)).multiply(al.repeat_rate[None, :]).todense())
+    rep = np.asarray(
+        row_max_scale(bought.tocsr().astype(np.float64)).multiply(al.repeat_rate[None, :]).todense()
+    )
     rep = row_max_scale(rep)
     zeros = np.zeros((b, n))
     return Components(pop, als, cooc, rep, zeros, zeros, evidence)
@@ -240,7 +251,7 @@ def top_k(scores: F, k: int, banned: sp.csr_matrix | npt.NDArray[np.bool_] | Non
     """The ``k`` best items of each row (descending), ``banned`` entries never chosen."""
     s = scores.copy() if banned is not None else scores
     if banned is not None:
-        if sp.issparse(banned):
+        if isinstance(banned, sp.spmatrix | sp.sparray):
             c = banned.tocoo()
             s[c.row, c.col] = -np.inf
         else:

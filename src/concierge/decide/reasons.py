@@ -43,9 +43,19 @@ def viewed(pid: str, title: str) -> Reason:
 
 
 def related(kind: str, pid: str, title: str, score: float) -> Reason:
-    verb = {"also_bought": "bought with", "also_viewed": "viewed with", "bought_after": "often bought after"}[kind]
-    code = {"also_bought": "bought_with", "also_viewed": "viewed_with", "bought_after": "bought_after"}[kind]
-    return Reason(code, f"{verb} {_title(title, pid)}", {"product_id": pid, "similarity": round(score, 4)})
+    verb = {
+        "also_bought": "bought with",
+        "also_viewed": "viewed with",
+        "bought_after": "often bought after",
+    }[kind]
+    code = {
+        "also_bought": "bought_with",
+        "also_viewed": "viewed_with",
+        "bought_after": "bought_after",
+    }[kind]
+    return Reason(
+        code, f"{verb} {_title(title, pid)}", {"product_id": pid, "similarity": round(score, 4)}
+    )
 
 
 def your_brand(brand: str, share: float) -> Reason:
@@ -57,7 +67,9 @@ def your_size(size: str) -> Reason:
 
 
 def session(category: str) -> Reason:
-    return Reason("session", f"like what you are looking at today ({category})", {"category": category})
+    return Reason(
+        "session", f"like what you are looking at today ({category})", {"category": category}
+    )
 
 
 def repeat(n_orders: int) -> Reason:
@@ -69,7 +81,9 @@ def for_you(score: float) -> Reason:
 
 
 def trending(ratio: float) -> Reason:
-    return Reason("trending", f"trending ({ratio:.1f}× its usual interest)", {"ratio": round(ratio, 3)})
+    return Reason(
+        "trending", f"trending ({ratio:.1f}x its usual interest)", {"ratio": round(ratio, 3)}
+    )
 
 
 def popular(segment: str | None) -> Reason:

@@ -5,11 +5,11 @@ A rule is about one item (``product_id``) or every item carrying a facet (``face
 :func:`concierge.catalog.service.product_facets`), in some slots (all when empty), during a time
 window (either end open). Actions, applied after scoring and filtering, in this order:
 
-* ``exclude`` — never shown;
-* ``bury`` — score lowered by ``weight`` (scores are on a 0-1-ish scale, so 1 sends an item below
+* ``exclude`` - never shown;
+* ``bury`` - score lowered by ``weight`` (scores are on a 0-1-ish scale, so 1 sends an item below
   nearly everything);
-* ``boost`` — score raised by ``weight``;
-* ``pin`` — the item (product rules only) is put at position ``weight`` (1-based) when it passes
+* ``boost`` - score raised by ``weight``;
+* ``pin`` - the item (product rules only) is put at position ``weight`` (1-based) when it passes
   the filters (a pinned item out of stock is not shown).
 
 Rules are validated when created: a pin and an exclude of the same item whose windows and slots
@@ -276,4 +276,3 @@ def apply_rules(
             moved.append((r, mask))
     pins.sort(key=lambda p: (p[0], p[2].created_us))
     return Applied(out, excluded, pins, moved)
-

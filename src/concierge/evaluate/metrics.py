@@ -1,13 +1,13 @@
 """Top-k ranking metrics, vectorized over all people at once.
 
-``recs`` is a b × k array of item indices (best first, ``-1`` for an empty slot), ``relevant``
-a b × n sparse matrix of what each person actually bought in the test period, ``n_relevant``
+``recs`` is a b x k array of item indices (best first, ``-1`` for an empty slot), ``relevant``
+a b x n sparse matrix of what each person actually bought in the test period, ``n_relevant``
 how many items each person bought (it may count items outside the item space, which no model
 can recommend, so recall is not flattered by dropping them).
 
 * Recall@k = hits in the top k / |R|
-* NDCG@k = Σ_{hit at rank r ≤ k} 1/log2(r + 1) divided by the ideal Σ_{r ≤ min(|R|, k)}
-* MAP@k = Σ_{hit at rank r ≤ k} precision@r / min(|R|, k)
+* NDCG@k = sum_{hit at rank r <= k} 1/log2(r + 1) divided by the ideal sum_{r <= min(|R|, k)}
+* MAP@k = sum_{hit at rank r <= k} precision@r / min(|R|, k)
 * hit rate@k = share of people with at least one hit in the top k
 * coverage@k = distinct items recommended in anyone's top k / items in the space
 
@@ -55,7 +55,9 @@ def ranking_metrics(
     nrel = nrel[keep]
     out: dict[str, float] = {"people": float(keep.sum())}
     if not keep.any():
-        return out | {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "map", "hit_rate", "coverage")}
+        return out | {
+            f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "map", "hit_rate", "coverage")
+        }
     discounts = 1.0 / np.log2(np.arange(2, recs.shape[1] + 2))
     for k in ks:
         h = hits[:, :k].astype(np.float64)

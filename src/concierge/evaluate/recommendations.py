@@ -36,7 +36,11 @@ import scipy.sparse as sp
 
 from concierge.clock import to_us
 from concierge.decide.rank import GRID, Aligned, BlendParams, batch_components, top_k
-from concierge.models.collaborative import CollaborativeConfig, CollaborativeModel, blas_single_thread
+from concierge.models.collaborative import (
+    CollaborativeConfig,
+    CollaborativeModel,
+    blas_single_thread,
+)
 from concierge.models.crowd import CrowdModel
 from concierge.models.idmap import IdMap
 from concierge.models.interactions import matrix, read_interactions
@@ -67,14 +71,22 @@ class Split:
     n_all: I
     rel_new: sp.csr_matrix
     n_new: I
-    bought: sp.csr_matrix  # people × items: bought before the split (orders)
+    bought: sp.csr_matrix  # people x items: bought before the split (orders)
 
     def weights(self, half_life_days: float, *, buys_only: bool = False) -> sp.csr_matrix:
-        lines = self.train.filter(pl.col("type").is_in(["purchase", "return", "cancellation"])) if buys_only else self.train
-        return matrix(lines, self.people, self.items, as_of_us=self.split_us, half_life_days=half_life_days)
+        lines = (
+            self.train.filter(pl.col("type").is_in(["purchase", "return", "cancellation"]))
+            if buys_only
+            else self.train
+        )
+        return matrix(
+            lines, self.people, self.items, as_of_us=self.split_us, half_life_days=half_life_days
+        )
 
 
-def make_split(lines: pl.DataFrame, countries: pl.DataFrame, split_us: int, end_us: int | None = None) -> Split:
+def make_split(
+    lines: pl.DataFrame, countries: pl.DataFrame, split_us: int, end_us: int | None = None
+) -> Split:
     train = lines.filter(pl.col("ts_us") <= split_us)
     test = lines.filter((pl.col("ts_us") > split_us) & (pl.col("type") == "purchase"))
     if end_us is not None:
@@ -83,30 +95,47 @@ def make_split(lines: pl.DataFrame, countries: pl.DataFrame, split_us: int, end_
     train_users = IdMap.from_values(train.get_column("person_id").to_numpy())
     people = IdMap(np.unique(test.get_column("person_id").to_numpy()).astype(np.str_))
     b, n = len(people), len(items)
-    before = train.filter(pl.col("type") == "purchase").group_by("person_id", "product_id").agg(
-        pl.col("event_id").n_unique().alias("k")
+    before = (
+        train.filter(pl.col("type") == "purchase")
+        .group_by("person_id", "product_id")
+        .agg(pl.col("event_id").n_unique().alias("k"))
     )
     pu = people.to_internal(before.get_column("person_id").to_numpy())
     pi = items.to_internal(before.get_column("product_id").to_numpy())
     ok = (pu >= 0) & (pi >= 0)
-    bought = sp.csr_matrix((before.get_column("k").to_numpy()[ok].astype(np.float32), (pu[ok], pi[ok])), shape=(b, n))
+    bought = sp.csr_matrix(
+        (before.get_column("k").to_numpy()[ok].astype(np.float32), (pu[ok], pi[ok])), shape=(b, n)
+    )
     pairs = test.select("person_id", "product_id").unique()
     tu = people.to_internal(pairs.get_column("person_id").to_numpy())
     ti = items.to_internal(pairs.get_column("product_id").to_numpy())
     n_all = np.bincount(tu, minlength=b).astype(np.int64)
     inside = ti >= 0
-    rel_all = sp.csr_matrix((np.ones(int(inside.sum()), np.float32), (tu[inside], ti[inside])), shape=(b, n))
+    rel_all = sp.csr_matrix(
+        (np.ones(int(inside.sum()), np.float32), (tu[inside], ti[inside])), shape=(b, n)
+    )
     was = np.zeros(tu.size, dtype=bool)
     if inside.any():
         was[inside] = np.asarray(bought[tu[inside], ti[inside]]).ravel() > 0
     n_new = np.bincount(tu[~was], minlength=b).astype(np.int64)
     new_in = inside & ~was
-    rel_new = sp.csr_matrix((np.ones(int(new_in.sum()), np.float32), (tu[new_in], ti[new_in])), shape=(b, n))
+    rel_new = sp.csr_matrix(
+        (np.ones(int(new_in.sum()), np.float32), (tu[new_in], ti[new_in])), shape=(b, n)
+    )
     seg = dict(countries.iter_rows()) if countries.height else {}
     return Split(
-        train=train, countries=countries, split_us=split_us, items=items, train_users=train_users,
-        people=people, segments=[seg.get(p) for p in people.external.tolist()],
-        rel_all=rel_all, n_all=n_all, rel_new=rel_new, n_new=n_new, bought=bought,
+        train=train,
+        countries=countries,
+        split_us=split_us,
+        items=items,
+        train_users=train_users,
+        people=people,
+        segments=[seg.get(p) for p in people.external.tolist()],
+        rel_all=rel_all,
+        n_all=n_all,
+        rel_new=rel_new,
+        n_new=n_new,
+        bought=bought,
     )
 
 
@@ -127,9 +156,15 @@ def _pop_recs(s: Split, scores: npt.NDArray[np.float64]) -> tuple[I, I]:
 
 
 def global_popularity(s: Split) -> npt.NDArray[np.float64]:
-    buys = s.train.filter(pl.col("type") == "purchase").group_by("product_id").agg(pl.col("event_id").n_unique().alias("n"))
+    buys = (
+        s.train.filter(pl.col("type") == "purchase")
+        .group_by("product_id")
+        .agg(pl.col("event_id").n_unique().alias("n"))
+    )
     out = np.zeros(len(s.items))
-    out[s.items.to_internal(buys.get_column("product_id").to_numpy())] = buys.get_column("n").to_numpy()
+    out[s.items.to_internal(buys.get_column("product_id").to_numpy())] = buys.get_column(
+        "n"
+    ).to_numpy()
     return out
 
 
@@ -137,10 +172,13 @@ def recent_popularity(s: Split, days: float = 30.0) -> npt.NDArray[np.float64]:
     lo = s.split_us - int(days * DAY_US)
     buys = (
         s.train.filter((pl.col("type") == "purchase") & (pl.col("ts_us") > lo))
-        .group_by("product_id").agg(pl.col("person_id").n_unique().alias("n"))
+        .group_by("product_id")
+        .agg(pl.col("person_id").n_unique().alias("n"))
     )
     out = np.zeros(len(s.items))
-    out[s.items.to_internal(buys.get_column("product_id").to_numpy())] = buys.get_column("n").to_numpy()
+    out[s.items.to_internal(buys.get_column("product_id").to_numpy())] = buys.get_column(
+        "n"
+    ).to_numpy()
     return out + 1e-6 * global_popularity(s)
 
 
@@ -151,7 +189,9 @@ def own_most_bought(s: Split) -> tuple[I, I]:
 
 
 def _train_matrix(s: Split, half_life_days: float) -> sp.csr_matrix:
-    return matrix(s.train, s.train_users, s.items, as_of_us=s.split_us, half_life_days=half_life_days)
+    return matrix(
+        s.train, s.train_users, s.items, as_of_us=s.split_us, half_life_days=half_life_days
+    )
 
 
 def _people_rows(s: Split, m: sp.csr_matrix) -> tuple[I, I]:
@@ -173,10 +213,14 @@ def item_knn(s: Split, kind: str) -> tuple[I, I]:
     for filt, base in ((False, pop_all), (True, pop_new)):
         recs = base.copy()
         if warm.size:
-            ids, _sc = model.recommend(idx[warm], m[idx[warm]], N=K, filter_already_liked_items=False)
+            ids, _sc = model.recommend(
+                idx[warm], m[idx[warm]], N=K, filter_already_liked_items=False
+            )
             ids = np.asarray(ids, dtype=np.int64)
             if filt:  # drop already-bought, refill from a longer list
-                ids, _sc = model.recommend(idx[warm], m[idx[warm]], N=K * 4, filter_already_liked_items=False)
+                ids, _sc = model.recommend(
+                    idx[warm], m[idx[warm]], N=K * 4, filter_already_liked_items=False
+                )
                 ids = np.asarray(ids, dtype=np.int64)
                 ids = _drop_bought(ids, s.bought[warm], K, base[warm])
             recs[warm] = _fill(ids, base[warm], K)
@@ -188,7 +232,12 @@ def _drop_bought(ids: I, bought: sp.csr_matrix, k: int, base: I) -> I:
     b = bought.tocsr()
     rows = np.arange(ids.shape[0])[:, None]
     safe = np.maximum(ids, 0)
-    was = np.asarray(b[np.repeat(rows, ids.shape[1], axis=1).ravel(), safe.ravel()]).reshape(ids.shape) > 0
+    was = (
+        np.asarray(b[np.repeat(rows, ids.shape[1], axis=1).ravel(), safe.ravel()]).reshape(
+            ids.shape
+        )
+        > 0
+    )
     ids = np.where(was | (ids < 0), -1, ids)
     return ids
 
@@ -257,7 +306,14 @@ def tune_als(s: Split, progress: Progress | None = None) -> tuple[CollaborativeC
 # -- the full ranker -------------------------------------------------------------------------
 
 
-def ranker_recs(s: Split, crowd: CrowdModel, collab: CollaborativeModel, p: BlendParams, *, cache: dict[str, Any] | None = None) -> tuple[I, I]:
+def ranker_recs(
+    s: Split,
+    crowd: CrowdModel,
+    collab: CollaborativeModel,
+    p: BlendParams,
+    *,
+    cache: dict[str, Any] | None = None,
+) -> tuple[I, I]:
     cache = {} if cache is None else cache
     if "components" not in cache:
         al = Aligned.build(s.items, crowd, collab)
@@ -267,13 +323,18 @@ def ranker_recs(s: Split, crowd: CrowdModel, collab: CollaborativeModel, p: Blen
         cache["components"] = batch_components(al, w, bought_w, segments=s.segments)
     al, comp = cache["al"], cache["components"]
     scores = comp.blend(p, al.trend_scaled())
-    not_repeat = s.bought.multiply((al.repeat_rate < p.repeat_threshold)[None, :].astype(np.float32)).tocsr()
+    not_repeat = s.bought.multiply(
+        (al.repeat_rate < p.repeat_threshold)[None, :].astype(np.float32)
+    ).tocsr()
     not_repeat.eliminate_zeros()
     return top_k(scores, K, not_repeat), top_k(scores, K, s.bought)
 
 
-def tune_blend(s: Split, crowd: CrowdModel, collab: CollaborativeModel, progress: Progress | None = None) -> tuple[BlendParams, float]:
-    """Coordinate search (two passes over :data:`~concierge.decide.rank.GRID`) on a validation split."""
+def tune_blend(
+    s: Split, crowd: CrowdModel, collab: CollaborativeModel, progress: Progress | None = None
+) -> tuple[BlendParams, float]:
+    """Coordinate search (two passes over :data:`~concierge.decide.rank.GRID`) on a
+    validation split."""
     cache: dict[str, Any] = {}
     p = BlendParams()
 
@@ -311,7 +372,11 @@ def evaluate(
     step("reading the log", 0.02)
     with store.read() as conn:
         lines, countries = read_interactions(conn)
-    lines = lines.filter(pl.col("type").is_in(["view", "add_to_cart", "remove_from_cart", "purchase", "return", "cancellation"]))
+    lines = lines.filter(
+        pl.col("type").is_in(
+            ["view", "add_to_cart", "remove_from_cart", "purchase", "return", "cancellation"]
+        )
+    )
     val_us = split_us - int(val_days * DAY_US)
     val = make_split(lines, countries, val_us, end_us=split_us)
     test = make_split(lines, countries, split_us)
@@ -349,7 +414,11 @@ def evaluate(
         "people": {"all": int((test.n_all > 0).sum()), "new": int((test.n_new > 0).sum())},
         "items": len(test.items),
         "metrics": results,
-        "tuned": {"als": als_cfg.model_dump(), "blend": blend.model_dump(), "validation_objective": {"als": als_val, "concierge": blend_val}},
+        "tuned": {
+            "als": als_cfg.model_dump(),
+            "blend": blend.model_dump(),
+            "validation_objective": {"als": als_val, "concierge": blend_val},
+        },
     }
     margins: dict[str, Any] = {}
     for variant in ("all", "new"):
@@ -361,13 +430,18 @@ def evaluate(
             "baseline_recall@20": base[best]["recall@20"],
             "concierge_recall@20": ours["recall@20"],
             "margin_recall@20": ours["recall@20"] - base[best]["recall@20"],
-            "beats_every_baseline_on_recall@20": all(ours["recall@20"] > v["recall@20"] for v in base.values()),
+            "beats_every_baseline_on_recall@20": all(
+                ours["recall@20"] > v["recall@20"] for v in base.values()
+            ),
         }
     out["margins"] = margins
     if taste is not None:
         ext = test.items.external
         out["taste@10"] = {
-            name: taste(test.people.external, np.where(r[0][:, :10] >= 0, ext[np.maximum(r[0][:, :10], 0)], ""))
+            name: taste(
+                test.people.external,
+                np.where(r[0][:, :10] >= 0, ext[np.maximum(r[0][:, :10], 0)], ""),
+            )
             for name, r in recs_by.items()
         }
     out["seconds"] = round(time.perf_counter() - started, 2)

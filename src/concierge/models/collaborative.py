@@ -2,7 +2,7 @@
 
 Fit: ``implicit``'s ALS (Hu, Koren & Volinsky 2008, "Collaborative Filtering for Implicit
 Feedback Datasets", with the conjugate-gradient solver of Takács et al. 2011) or BPR (Rendle et
-al. 2009) on the person × item weight matrix of :mod:`concierge.models.interactions`, the
+al. 2009) on the person x item weight matrix of :mod:`concierge.models.interactions`, the
 confidence being ``c = alpha * w`` as in equation (1) of Hu et al. (``implicit`` reads the
 matrix values as confidences). BLAS is held to one thread while ``implicit`` runs its own
 threads (its documented advice; see :func:`blas_single_thread`).
@@ -10,13 +10,13 @@ threads (its documented advice; see :func:`blas_single_thread`).
 Fold-in at request time: the person's factor is solved from their *current* interactions,
 equation (4) of Hu et al. with the item factors ``Y`` fixed,
 
-    x_u = (YᵀY + Yᵀ(Cᵘ - I)Y + λI)⁻¹ Yᵀ Cᵘ p(u),
+    x_u = (Y^TY + Y^T(C_u - I)Y + λI)^-1 Y^T C_u p(u),
 
-so a view or a purchase logged a moment ago changes the next recommendations. ``YᵀY + λI`` is
-cached; only the person's few items enter the correction, and the k × k solve is a Cholesky
+so a view or a purchase logged a moment ago changes the next recommendations. ``Y^TY + λI`` is
+cached; only the person's few items enter the correction, and the k x k solve is a Cholesky
 (k = 64: about 30 µs). Measured against ``implicit``'s own ``recalculate_user=True`` in
 ``bench/bench_recs.py`` (it builds a CSR row and a solver per call; the closed form here is about
-5-10× faster and gives the same factor to 1e-4, which ``tests/test_collab.py`` checks). For BPR,
+5-10x faster and gives the same factor to 1e-4, which ``tests/test_collab.py`` checks). For BPR,
 whose objective has no closed-form user step, the same least-squares fold-in is used over BPR's
 item factors (an approximation, documented as such).
 """
@@ -87,7 +87,7 @@ class CollaborativeModel(ModelBase[CollaborativeConfig]):
     gram_: npt.NDArray[np.float64]
 
     def fit(self, user_items: sp.csr_matrix, users: IdMap, items: IdMap) -> CollaborativeModel:
-        """Fit on a person × item weight matrix whose rows/columns follow ``users``/``items``."""
+        """Fit on a person x item weight matrix whose rows/columns follow ``users``/``items``."""
         cfg = self.config
         if user_items.shape != (len(users), len(items)):
             raise ValueError("the matrix shape must match the id maps")
@@ -150,10 +150,11 @@ class CollaborativeModel(ModelBase[CollaborativeConfig]):
         a = self.gram_ + (y.T * (c - 1.0)) @ y
         b = y.T @ c
         x = scipy.linalg.solve(a, b, assume_a="pos", check_finite=False)
-        return x.astype(np.float32)
+        out: F32 = np.asarray(x, dtype=np.float32)
+        return out
 
     def fold_in_matrix(self, user_items: sp.csr_matrix) -> F32:
-        """:meth:`fold_in` for every row of a person × item weight matrix (evaluation)."""
+        """:meth:`fold_in` for every row of a person x item weight matrix (evaluation)."""
         m = user_items.tocsr()
         out = np.zeros((m.shape[0], self.item_factors_.shape[1]), dtype=np.float32)
         for u in np.flatnonzero(np.diff(m.indptr)):  # one small solve per person with data

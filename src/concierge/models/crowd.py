@@ -10,8 +10,8 @@ What a newcomer sees, and what backs up the individual model for everyone else.
   prior ``a`` so a one-off blip on a cold item does not trend; only items with at least
   ``min_trending`` recent people qualify.
 * **Also bought** (same order), **also viewed** (same session), **bought after** (an item of a
-  person's next order within ``after_days``): co-occurrence counts ``C = Bᵀ B`` from a binary
-  basket × item matrix ``B`` (for *bought after*, ``Aᵀ B'`` with ``A`` an order and ``B'`` the
+  person's next order within ``after_days``): co-occurrence counts ``C = B^T B`` from a binary
+  basket x item matrix ``B`` (for *bought after*, ``A^T B'`` with ``A`` an order and ``B'`` the
   person's next one), normalised as a shrunk cosine
 
       s(i, j) = C(i, j) / (sqrt(n_i n_j) + shrink)
@@ -292,7 +292,9 @@ class CrowdModel(ModelBase[CrowdConfig]):
     def trending(self, k: int = 10) -> list[tuple[str, float]]:
         self.check_fitted()
         top = np.argsort(-self.trending_, kind="stable")[:k]
-        return [(str(self.item_ids_[i]), float(self.trending_[i])) for i in top if self.trending_[i] > 0]
+        return [
+            (str(self.item_ids_[i]), float(self.trending_[i])) for i in top if self.trending_[i] > 0
+        ]
 
     def neighbours(self, kind: str, product_id: str, k: int = 10) -> tuple[list[str], F]:
         """The items most often ``kind`` (also_bought, also_viewed, bought_after) with one."""

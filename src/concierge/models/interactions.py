@@ -6,7 +6,7 @@ Every recommender of Concierge learns from the same table, read once with Polars
 
 where ``person_id`` is the profile's person (the identity graph of the ``identities`` table
 applied to each event, as ingest does) and ``session`` numbers a person's runs of activity without
-a gap longer than ``session_gap_minutes``. The weighted person × item matrix is
+a gap longer than ``session_gap_minutes``. The weighted person x item matrix is
 
     w(u, i) = sum over u's lines on i of  strength[type] * (1 + ln quantity) * 2 ** (-age / h)
 
@@ -79,7 +79,8 @@ def read_interactions(
     where.append(t.events.c.type.in_([*STRENGTH, "identify"]))
     ev, items = eventlog.read(conn, *where)
     ids = pl.read_database(
-        select(t.identities.c.alias, t.identities.c.person_id), conn,
+        select(t.identities.c.alias, t.identities.c.person_id),
+        conn,
         schema_overrides={"alias": pl.String(), "person_id": pl.String()},
     ).rename({"person_id": "mapped"})
     alias = (
@@ -119,16 +120,13 @@ def read_interactions(
 def with_sessions(lines: pl.DataFrame, *, gap_minutes: float = 30.0) -> pl.DataFrame:
     """Add ``session`` (a global integer): a new one starts after ``gap_minutes`` of quiet."""
     gap = int(gap_minutes * 60_000_000)
-    return (
-        lines.sort("person_id", "ts_us")
-        .with_columns(
-            (
-                (pl.col("ts_us").diff().over("person_id").fill_null(gap + 1) > gap)
-                | (pl.col("person_id") != pl.col("person_id").shift(1)).fill_null(True)
-            )
-            .cum_sum()
-            .alias("session")
+    return lines.sort("person_id", "ts_us").with_columns(
+        (
+            (pl.col("ts_us").diff().over("person_id").fill_null(gap + 1) > gap)
+            | (pl.col("person_id") != pl.col("person_id").shift(1)).fill_null(True)
         )
+        .cum_sum()
+        .alias("session")
     )
 
 
@@ -144,7 +142,8 @@ def weights(
     kind = pl.col("type").replace_strict(s, default=0.0, return_dtype=pl.Float64)
     qty = 1.0 + pl.col("quantity").clip(lower_bound=1).cast(pl.Float64).log()
     age_days = (pl.lit(as_of_us) - pl.col("ts_us")).clip(lower_bound=0).cast(pl.Float64) / DAY_US
-    return kind * qty * (-(age_days / half_life_days) * np.log(2.0)).exp()
+    out: pl.Expr = kind * qty * (-(age_days / half_life_days) * np.log(2.0)).exp()
+    return out
 
 
 def matrix(
@@ -156,7 +155,7 @@ def matrix(
     half_life_days: float,
     strength: Mapping[str, float] | None = None,
 ) -> sp.csr_matrix:
-    """The person × item weight matrix (float32, negative sums clipped to 0, zeros dropped)."""
+    """The person x item weight matrix (float32, negative sums clipped to 0, zeros dropped)."""
     if lines.height == 0:
         return sp.csr_matrix((len(users), len(items)), dtype=np.float32)
     w = lines.select(

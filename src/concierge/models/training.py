@@ -67,6 +67,9 @@ class Trainer(Protocol):
 def trainers() -> list[Trainer]:
     """Every trainer, in the order they run. Parts add theirs here."""
     found: list[Trainer] = []
+    from concierge.decide.training import recommendation_trainers
+
+    found += recommendation_trainers()
     return found
 
 

@@ -1,0 +1,70 @@
+"""``GET /v1/recommendations`` and the merchandising rules (``/v1/rules``).
+
+A thin router over the facade, built inside :func:`concierge.api.app.create_app` so it reuses the
+app's key dependencies. A recommendation request never answers 500 for an unknown person, an
+untrained model or an empty catalog (the facade falls back and says so in ``fallback``); bad
+parameters answer 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from concierge.facade import Concierge
+
+
+def router(
+    cg: Concierge,
+    needs: Callable[[str], Callable[[Request], Awaitable[Any]]],
+    json_body: Callable[[Request], Awaitable[Any]],
+) -> APIRouter:
+    r = APIRouter(tags=["recommendations"])
+    read_key = Depends(needs("read"))
+    admin_key = Depends(needs("admin"))
+
+    @r.get("/v1/recommendations")
+    def recommendations(
+        customer_id: str | None = Query(None, max_length=128),
+        anonymous_id: str | None = Query(None, max_length=128),
+        slot: str = Query("home", description="home, product, cart, post_purchase or email"),
+        k: int = Query(10, ge=1, le=100),
+        anchor_product_id: str | None = Query(None, max_length=140),
+        _k: Any = read_key,
+    ) -> dict[str, Any]:
+        """Recommendations with reasons; ``fallback`` names what answered when the full
+        ranker could not (unknown person, untrained models, empty catalog)."""
+        recs = cg.recommend(
+            customer_id,
+            anonymous_id=anonymous_id,
+            slot=slot,
+            k=k,
+            anchor_product_id=anchor_product_id,
+        )
+        out: dict[str, Any] = recs.as_dict()
+        return out
+
+    @r.get("/v1/rules")
+    def list_rules(_k: Any = read_key) -> list[dict[str, Any]]:
+        return cg.rules()
+
+    @r.post("/v1/rules", status_code=201)
+    async def create_rule(request: Request, _k: Any = admin_key) -> dict[str, Any]:
+        """Create a rule: ``{"name", "action": pin|boost|bury|exclude, "product_id" | "facet",
+        "weight"?, "slots"?, "starts_at"?, "ends_at"?}``. Conflicts answer 422 naming the field."""
+        body = await json_body(request)
+        return await asyncio.to_thread(cg.create_rule, body)
+
+    @r.get("/v1/rules/{rule_id}")
+    def get_rule(rule_id: str, _k: Any = read_key) -> dict[str, Any]:
+        return cg.rule(rule_id)
+
+    @r.delete("/v1/rules/{rule_id}")
+    def delete_rule(rule_id: str, _k: Any = admin_key) -> dict[str, str]:
+        cg.delete_rule(rule_id)
+        return {"deleted": rule_id}
+
+    return r
