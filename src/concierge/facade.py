@@ -188,7 +188,9 @@ class Concierge:
         models = _validated(Product, products)
         with self.store.write() as conn:
             self._check_catalog_currency(conn, models)
-            return catalog.upsert_products(conn, self.store, models, now_us=self._now_us())
+            out = catalog.upsert_products(conn, self.store, models, now_us=self._now_us())
+        self._catalog_changed()
+        return out
 
     def _check_catalog_currency(self, conn: Any, products: Sequence[Product]) -> None:
         if not products:
@@ -224,12 +226,16 @@ class Concierge:
     def set_stock(self, updates: Sequence[StockUpdate | dict[str, Any]]) -> dict[str, int]:
         models = _validated(StockUpdate, updates)
         with self.store.write() as conn:
-            return catalog.set_stock(conn, models, now_us=self._now_us())
+            out = catalog.set_stock(conn, models, now_us=self._now_us())
+        self._catalog_changed()
+        return out
 
     def set_price(self, updates: Sequence[PriceUpdate | dict[str, Any]]) -> dict[str, int]:
         models = _validated(PriceUpdate, updates)
         with self.store.write() as conn:
-            return catalog.set_price(conn, models, now_us=self._now_us())
+            out = catalog.set_price(conn, models, now_us=self._now_us())
+        self._catalog_changed()
+        return out
 
     def product(self, product_id: str) -> Product:
         with self.store.read() as conn:
@@ -491,6 +497,7 @@ class Concierge:
             report = trainer.train(ctx)
             report.seconds = _time.perf_counter() - start
             reports.append(report)
+        self._models_changed()
         return reports
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -511,6 +518,20 @@ class Concierge:
                 session_gap_minutes=self.settings.session_gap_minutes,
             )
         return self._recommender
+
+    def _models_changed(self) -> None:
+        """This process trained: serve the new versions from the next request on (other
+        processes pick them up through ``LiveModels`` within its ``check_every_s``)."""
+        rec = getattr(self, "_recommender", None)
+        if rec is not None:
+            rec.refresh_models()
+
+    def _catalog_changed(self) -> None:
+        """This process changed the catalog: recommendations reload it on the next request
+        (other processes notice within a second, see :mod:`concierge.decide.catalog_index`)."""
+        rec = getattr(self, "_recommender", None)
+        if rec is not None:
+            rec.catalog.invalidate()
 
     def recommend(
         self,

@@ -52,7 +52,7 @@ class BlendParams(BaseModel):
     a_cooc: float = Field(0.5, ge=0)
     a_rep: float = Field(1.0, ge=0)
     a_sess: float = Field(0.6, ge=0)
-    a_anchor: float = Field(1.0, ge=0)
+    a_anchor: float = Field(2.0, ge=0)
     a_trend: float = Field(0.05, ge=0)
     repeat_threshold: float = Field(
         0.15, ge=0, le=1, description="Repeat rate from which a bought item may be shown again."

@@ -153,6 +153,10 @@ class Recommender:
             self._facets.clear()
             return al
 
+    def refresh_models(self) -> None:
+        for live in (self.crowd, self.collab, self.ranker):
+            live.refresh()
+
     def rules(self) -> list[Rule]:
         at, rules = self._rules
         if time.monotonic() - at > 1.0:
@@ -365,7 +369,7 @@ class Recommender:
                 anchor_score = 0.6 * _spread(
                     al.sims["also_bought"], a, np.ones(1), n
                 ) + 0.4 * _spread(al.sims["also_viewed"], a, np.ones(1), n)
-                anchor_score += 0.3 * (cat.category == cat.category[a[0]])
+                anchor_score += 0.2 * (cat.category == cat.category[a[0]])
                 anchor_src = ("also_bought", a)
         elif slot == "cart" and cart_idx.size:
             anchor_score = _spread(al.sims["also_bought"], cart_idx, np.ones(cart_idx.size), n)
@@ -391,7 +395,7 @@ class Recommender:
             scores = sess_score + anchor_score + 1e-9 * (n - np.arange(n))
 
         # filters
-        allowed = cat.in_size(sizes or [])
+        allowed = cat.in_size(sizes or []).copy()  # in_size may return the shared array
         allowed &= ~(bought & (al.repeat_rate < blend.repeat_threshold))
         if person.customer_ids:
             allowed &= ~np.isin(cat.seller, person.customer_ids)
@@ -622,26 +626,28 @@ def diversify(
     pool: list[int], brand: npt.NDArray[np.int64], category: npt.NDArray[np.int64], k: int
 ) -> list[int]:
     """Greedy top-k with caps: at most ``ceil(0.4 k)`` of one brand and ``ceil(0.5 k)`` of one
-    category (brand/category code 0 is "none" and uncapped); relaxed if the pool runs out."""
+    category (code 0, "none", is not capped). When the pool cannot fill ``k`` under both caps,
+    the category cap is dropped first, then the brand cap, so slots are never left empty."""
     cap_b, cap_c = max(1, math.ceil(0.4 * k)), max(1, math.ceil(0.5 * k))
     nb: dict[int, int] = {}
     nc: dict[int, int] = {}
     out: list[int] = []
-    rest: list[int] = []
-    for i in pool:
-        if len(out) >= k:
-            break
-        b, c = int(brand[i]), int(category[i])
-        if (b and nb.get(b, 0) >= cap_b) or (c and nc.get(c, 0) >= cap_c):
-            rest.append(i)
-            continue
-        out.append(i)
-        nb[b] = nb.get(b, 0) + 1
-        nc[c] = nc.get(c, 0) + 1
-    for i in rest:
-        if len(out) >= k:
-            break
-        out.append(i)
+    taken: set[int] = set()
+    for use_b, use_c in ((True, True), (True, False), (False, False)):
+        for i in pool:
+            if len(out) >= k:
+                return out
+            if i in taken:
+                continue
+            b, c = int(brand[i]), int(category[i])
+            if use_b and b and nb.get(b, 0) >= cap_b:
+                continue
+            if use_c and c and nc.get(c, 0) >= cap_c:
+                continue
+            out.append(i)
+            taken.add(i)
+            nb[b] = nb.get(b, 0) + 1
+            nc[c] = nc.get(c, 0) + 1
     return out
 
 
