@@ -7,7 +7,7 @@ import sys
 
 from bench.common import Figure, write
 
-BENCHES = ["bench_import", "bench_rebuild", "bench_http_ingest"]
+BENCHES = ["bench_import", "bench_rebuild", "bench_http_ingest", "bench_recs"]
 
 
 def main(argv: list[str]) -> int:

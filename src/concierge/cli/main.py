@@ -496,4 +496,5 @@ def keys_revoke(key_id: str, db: DbOpt = None, as_json: JsonOpt = False) -> None
         c.close()
     _emit(as_json, {"revoked": key_id}, f"revoked {key_id}")
 
+
 from concierge.cli import recs as _recs  # noqa: E402, F401  registers the recommendation commands

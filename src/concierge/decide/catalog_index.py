@@ -44,6 +44,7 @@ class CatalogIndex:
     category: I  # the full path (leaf) as one code
     category_names: npt.NDArray[np.str_]
     seller: npt.NDArray[np.str_]  # "" when not a listing
+    listings: dict[str, I]  # seller id -> positions of their listings
     one_of_a_kind: B
     available: B  # active and some variant in stock
     sized: B  # has variants with sizes
@@ -139,6 +140,14 @@ def load(conn: Connection) -> CatalogIndex:
 
     size_stock = by_size(has_size & (stock > 0))
     size_any = by_size(has_size)
+    seller = p.get_column("seller_id").fill_null("").to_numpy().astype(np.str_)
+    has = np.flatnonzero(seller != "")
+    listings: dict[str, I] = {}
+    if has.size:
+        order = has[np.argsort(seller[has], kind="stable")]
+        names, starts = np.unique(seller[order], return_index=True)
+        for name, part in zip(names.tolist(), np.split(order, starts[1:]), strict=True):
+            listings[name] = part.astype(np.int64)  # one entry per seller, not per product
     brand, brand_names = _codes(p.get_column("brand"))
     category, category_names = _codes(p.get_column("category"))
     return CatalogIndex(
@@ -148,7 +157,8 @@ def load(conn: Connection) -> CatalogIndex:
         brand_names=brand_names,
         category=category,
         category_names=category_names,
-        seller=p.get_column("seller_id").fill_null("").to_numpy().astype(np.str_),
+        seller=seller,
+        listings=listings,
         one_of_a_kind=p.get_column("one_of_a_kind").to_numpy().astype(bool),
         available=in_stock & p.get_column("active").to_numpy().astype(bool),
         sized=sized,
@@ -161,17 +171,16 @@ def load(conn: Connection) -> CatalogIndex:
 
 
 def in_stock_now(conn: Connection, product_ids: list[str], sizes: list[str]) -> dict[str, bool]:
-    """Whether each product is active and in stock right now, by the rule of
-    :meth:`CatalogIndex.in_size` (in one of ``sizes`` when it is made in any of them)."""
+    """Whether each product is in stock right now, by the rule of :meth:`CatalogIndex.in_size`
+    (in one of ``sizes`` when it is made in any of them). Whether it is active comes from the
+    index (a deactivation is a product update, which reloads it)."""
     mine = set(sizes)
     relevant: set[str] = set()
     fits: set[str] = set()
     stocked: set[str] = set()
     for clause in among(conn, t.variants.c.product_id, product_ids):
         for pid, sz, stock in conn.execute(
-            select(t.variants.c.product_id, t.variants.c.size, t.variants.c.stock)
-            .join(t.products, t.products.c.product_id == t.variants.c.product_id)
-            .where(clause, t.products.c.active.is_(True))
+            select(t.variants.c.product_id, t.variants.c.size, t.variants.c.stock).where(clause)
         ):
             if stock > 0:
                 stocked.add(pid)

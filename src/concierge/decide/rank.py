@@ -115,6 +115,7 @@ class Aligned:
     factors: F32 | None  # n x k item factors (None: no individual model)
     collab: CollaborativeModel | None
     crowd: CrowdModel | None
+    pop_top: float = 0.0  # the 99th percentile of popularity ("popular" reasons)
     segment_cache: dict[str, F] = field(default_factory=dict)
     size_cache: dict[str, F] = field(default_factory=dict)
 
@@ -143,7 +144,9 @@ class Aligned:
             inv = collab.items.to_internal(items.external)
             factors = np.zeros((n, collab.item_factors_.shape[1]), dtype=np.float32)
             factors[inv >= 0] = collab.item_factors_[inv[inv >= 0]]
-        return cls(items, pop, trend, rep, sims, sim_all, factors, collab, crowd)
+        out = cls(items, pop, trend, rep, sims, sim_all, factors, collab, crowd)
+        out.pop_top = float(np.quantile(pop, 0.99)) if n else 0.0
+        return out
 
     def popularity(self, segment: str | None) -> F:
         """Global popularity, mixed half and half with the segment's when it is known."""

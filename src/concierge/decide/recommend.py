@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import scipy.sparse as sp
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from concierge.decide import reasons as why
 from concierge.decide.catalog_index import CatalogCache, CatalogIndex, in_stock_now
@@ -190,30 +190,30 @@ class Recommender:
                 aids.add(person[len(ANON_PREFIX) :])
             else:
                 cids.add(person)
-            q = (
-                select(
-                    t.event_items.c.product_id,
-                    t.events.c.type,
-                    t.events.c.ts_us,
-                    t.event_items.c.quantity,
-                    t.events.c.event_id,
-                )
-                .join(t.event_items, t.event_items.c.event_id == t.events.c.event_id)
-                .where(
-                    or_(
-                        t.events.c.customer_id.in_(sorted(cids)),
-                        and_(
-                            t.events.c.customer_id.is_(None),
-                            t.events.c.anonymous_id.in_(sorted(aids)),
-                        ),
-                    ),
-                    t.events.c.type.in_(list(STRENGTH)),
-                    t.events.c.ts_us <= now_us,
-                )
-                .order_by(t.events.c.ts_us.desc())
-                .limit(HISTORY)
+            cols = (
+                t.event_items.c.product_id,
+                t.events.c.type,
+                t.events.c.ts_us,
+                t.event_items.c.quantity,
+                t.events.c.event_id,
             )
-            lines = [tuple(r) for r in conn.execute(q)]
+            joined = select(*cols).join(
+                t.event_items, t.event_items.c.event_id == t.events.c.event_id
+            )
+            # two plain index lookups; type and time are filtered here, since a range or an OR
+            # in SQL lets SQLite's planner pick the time index and scan the log (measured: 10 ms
+            # against 0.3 ms)
+            rows = list(conn.execute(joined.where(t.events.c.customer_id.in_(sorted(cids)))))
+            if aids:
+                rows += conn.execute(
+                    joined.where(
+                        t.events.c.anonymous_id.in_(sorted(aids)), t.events.c.customer_id.is_(None)
+                    )
+                ).all()
+        kinds = STRENGTH.keys()
+        kept = [tuple(r) for r in rows if r[1] in kinds and r[2] <= now_us]
+        kept.sort(key=lambda r: r[2], reverse=True)
+        lines = kept[:HISTORY]
         doc = load_doc(row.doc) if row is not None else None
         return Person(person, sorted(cids), doc, lines)
 
@@ -398,7 +398,10 @@ class Recommender:
         allowed = cat.in_size(sizes or []).copy()  # in_size may return the shared array
         allowed &= ~(bought & (al.repeat_rate < blend.repeat_threshold))
         if person.customer_ids:
-            allowed &= ~np.isin(cat.seller, person.customer_ids)
+            for cid in person.customer_ids:  # never the shopper's own listings
+                own = cat.listings.get(cid)
+                if own is not None:
+                    allowed[own] = False
         if cart_idx.size:
             allowed[cart_idx] = False
         if anchor is not None:
@@ -495,15 +498,24 @@ class Recommender:
         """Diverse top k (per-brand and per-category caps), pins placed, stock checked now."""
         pinned = {i for _p, i, _r in pins}
         pool = [int(i) for i in ranked if int(i) not in pinned]
-        ids = [str(cat.ids.external[i]) for i in pool[: 3 * k + 20]] + [
+        head = 2 * k + 10  # checked against the database now; the rest trusts the index
+        ids = [str(cat.ids.external[i]) for i in pool[:head]] + [
             str(cat.ids.external[i]) for i in pinned
         ]
         with self.store.read() as conn:
             live = in_stock_now(conn, ids, sizes)
-        pool = [i for i in pool[: 3 * k + 20] if live.get(str(cat.ids.external[i]), False)] + pool[
-            3 * k + 20 :
-        ]
+        pool = [i for i in pool[:head] if live.get(str(cat.ids.external[i]), False)] + pool[head:]
         picked = diversify(pool, cat.brand, cat.category, k)
+        for _round in range(3):  # items from beyond the checked head are checked too
+            unchecked = [
+                str(cat.ids.external[i]) for i in picked if str(cat.ids.external[i]) not in live
+            ]
+            if not unchecked:
+                break
+            with self.store.read() as conn:
+                live |= in_stock_now(conn, unchecked, sizes)
+            pool = [i for i in pool if live.get(str(cat.ids.external[i]), True)]
+            picked = diversify(pool, cat.brand, cat.category, k)
         out: list[tuple[int, Rule | None]] = [(i, None) for i in picked]
         for pos, i, rule in pins:
             if live.get(str(cat.ids.external[i]), False):
@@ -570,7 +582,7 @@ class Recommender:
                     break
         if al.trend[i] >= 1.5:
             out.append(why.trending(float(al.trend[i])))
-        if not out or al.pop[i] >= np.quantile(al.pop, 0.99):
+        if not out or al.pop[i] >= al.pop_top:
             out.append(why.popular(country))
         return out
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,7 +206,9 @@ def item_knn(s: Split, kind: str) -> tuple[I, I]:
 
     m = _train_matrix(s, 365.0)
     model = CosineRecommender(K=100) if kind == "cosine" else BM25Recommender(K=100, K1=1.2, B=0.75)
-    with blas_single_thread():
+    with blas_single_thread(), warnings.catch_warnings():
+        # implicit's BM25 weighting hands its own fit a COO matrix and then warns about it
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
         model.fit(m, show_progress=False)
     pop_all, pop_new = _pop_recs(s, global_popularity(s))
     idx, warm = _people_rows(s, m)
