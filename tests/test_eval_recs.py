@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,3 +42,25 @@ def test_perfect_and_empty_slots() -> None:
     # people without relevant items are not averaged
     m3 = ranking_metrics(np.array([[1, 2, 3], [3, 4, 5]]), rel([[], [3]]), ks=(3,))
     assert m3["people"] == 1 and m3["recall@3"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_online_retail_the_full_ranker_beats_every_baseline(shared_data: Any, tmp_path: Any) -> None:
+    """The issue's acceptance run: Online Retail, split 2011-11-09, both variants."""
+    from datetime import UTC, datetime
+
+    from concierge import Concierge
+    from concierge.ingest.bulk import import_file
+
+    path = shared_data / "online_retail" / "online_retail.csv.gz"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    with Concierge(f"sqlite:///{tmp_path / 'or.db'}") as c:
+        import_file(c, "online-retail", path)
+        out = c.evaluate_recommendations(split=datetime(2011, 11, 9, tzinfo=UTC))
+    for variant in ("all", "new"):
+        m = out["margins"][variant]
+        assert m["beats_every_baseline_on_recall@20"], (variant, m)
+        assert m["margin_recall@20"] > 0
+    assert out["margins"]["all"]["best_baseline"] in {"own_most_bought", "als_tuned"}

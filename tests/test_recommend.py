@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -246,3 +246,25 @@ def test_customer_360_carries_the_recommendations(cg: Concierge) -> None:
     pred = doc["predictions"]["recommendations"]
     assert pred["version"] == 1 and pred["items"] and pred["reasons"][0]["code"]
     _ = FrozenClock
+
+
+def test_session_intent_shifts_the_ranking(cg: Concierge) -> None:
+    """A road-shoe buyer browsing trail shoes today gets trail shoes."""
+    store(cg)
+    road = [f"p{i}" for i in range(12) if i % 3 and i not in (5,)]
+    cg.ingest(
+        [purchase(f"r{i}", "roadie", 100 + i, [(p, 1, 120.0)]) for i, p in enumerate(road[:4])]
+    )
+    cg.train()
+    trail = {f"p{i}" for i in range(12) if i % 3 == 0}
+    before = ids(cg.recommend("roadie", k=5))
+    now_days = (cg.clock.now() - datetime(2026, 1, 5, 9, 0, tzinfo=UTC)).total_seconds() / 86400
+    cg.ingest(
+        [view(f"v{n}", "roadie", p, now_days - 0.002 * (n + 1)) for n, p in enumerate(["p6", "p9"])]
+    )
+    after = cg.recommend("roadie", k=5)
+    got = ids(after)
+    assert set(got[:2]) <= trail, got  # the session leads...
+    assert len(set(got) & trail) == 3 > len(set(before) & trail), (before, got)
+    # ...within the diversity cap: ceil(0.5 * 5) = 3 of one category
+    assert any(r.code == "session" for i in after.items for r in i.reasons)

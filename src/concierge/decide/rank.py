@@ -116,12 +116,17 @@ class Aligned:
     collab: CollaborativeModel | None
     crowd: CrowdModel | None
     pop_top: float = 0.0  # the 99th percentile of popularity ("popular" reasons)
+    pop_in_category: F = field(default_factory=lambda: np.zeros(0))  # share of category's best
     segment_cache: dict[str, F] = field(default_factory=dict)
     size_cache: dict[str, F] = field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, items: IdMap, crowd: CrowdModel | None, collab: CollaborativeModel | None
+        cls,
+        items: IdMap,
+        crowd: CrowdModel | None,
+        collab: CollaborativeModel | None,
+        category: I | None = None,
     ) -> Aligned:
         n = len(items)
         if crowd is not None:
@@ -146,6 +151,13 @@ class Aligned:
             factors[inv >= 0] = collab.item_factors_[inv[inv >= 0]]
         out = cls(items, pop, trend, rep, sims, sim_all, factors, collab, crowd)
         out.pop_top = float(np.quantile(pop, 0.99)) if n else 0.0
+        out.pop_in_category = np.zeros(n)
+        if category is not None and n:
+            best = np.zeros(int(category.max()) + 1)
+            np.maximum.at(best, category, pop)
+            out.pop_in_category = np.where(
+                best[category] > 0, pop / np.maximum(best[category], 1e-12), 0.0
+            )
         return out
 
     def popularity(self, segment: str | None) -> F:
@@ -208,7 +220,7 @@ class Components:
         out: F = (1.0 - e) * self.pop + e * (p.a_als * self.als + p.a_cooc * self.cooc)
         out = out + p.a_rep * self.rep + p.a_sess * self.sess + p.a_anchor * self.anchor
         if p.a_trend:
-            out = out + p.a_trend * trend[None, :]
+            out = out + p.a_trend * (trend if trend.ndim == 2 else trend[None, :])
         return out
 
 

@@ -148,7 +148,7 @@ class Recommender:
             got = self._aligned
             if got is not None and got[0] == key:
                 return got[1]
-            al = Aligned.build(cat.ids, crowd, collab)
+            al = Aligned.build(cat.ids, crowd, collab, category=cat.category)
             self._aligned = (key, al)
             self._facets.clear()
             return al
@@ -356,7 +356,8 @@ class Recommender:
             counts = np.bincount(cat.category[sess_idx], minlength=cat.category_names.size).astype(
                 np.float64
             )
-            sess_score = counts[cat.category] / counts.max()
+            # the categories of today's session, their popular items first (per-category crowd)
+            sess_score = counts[cat.category] / counts.max() * (0.5 + 0.5 * al.pop_in_category)
             sess_score = 0.5 * sess_score + 0.5 * _spread(
                 al.sims["also_viewed"], sess_idx, np.ones(sess_idx.size), n
             )

@@ -107,8 +107,14 @@ class RankerTrainer:
 
     name = "ranker"
 
-    def __init__(self, val_days: float = 28.0, config: CollaborativeConfig | None = None) -> None:
+    def __init__(
+        self,
+        val_days: float = 28.0,
+        config: CollaborativeConfig | None = None,
+        max_people: int = 2000,
+    ) -> None:
         self.val_days = val_days
+        self.max_people = max_people
         self.config = config or CollaborativeConfig()
 
     def train(self, ctx: TrainContext) -> TrainReport:
@@ -123,7 +129,9 @@ class RankerTrainer:
         blend = BlendParams()
         metrics: dict[str, Any] = {"tuned": False}
         if lines.filter(pl.col("ts_us") <= val_us).height:
-            split = make_split(lines, countries, val_us, end_us=ctx.as_of_us)
+            split = make_split(lines, countries, val_us, end_us=ctx.as_of_us).sample(
+                self.max_people
+            )
             if len(split.people) >= 5:
                 ctx.report("ranker: tuning the blend on the validation window", 0.2)
                 crowd = CrowdModel().fit(

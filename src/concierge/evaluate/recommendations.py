@@ -36,7 +36,14 @@ import polars as pl
 import scipy.sparse as sp
 
 from concierge.clock import to_us
-from concierge.decide.rank import GRID, Aligned, BlendParams, batch_components, top_k
+from concierge.decide.rank import (
+    GRID,
+    Aligned,
+    BlendParams,
+    Components,
+    batch_components,
+    top_k,
+)
 from concierge.models.collaborative import (
     CollaborativeConfig,
     CollaborativeModel,
@@ -73,6 +80,26 @@ class Split:
     rel_new: sp.csr_matrix
     n_new: I
     bought: sp.csr_matrix  # people x items: bought before the split (orders)
+
+    def sample(self, n: int, seed: int = 42) -> Split:
+        """At most ``n`` of the evaluated people (seeded), for tuning on large stores."""
+        if len(self.people) <= n:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self.people), n, replace=False))
+        return Split(
+            train=self.train,
+            countries=self.countries,
+            split_us=self.split_us,
+            items=self.items,
+            train_users=self.train_users,
+            people=IdMap(self.people.external[rows]),
+            segments=[self.segments[i] for i in rows],
+            rel_all=self.rel_all[rows],
+            n_all=self.n_all[rows],
+            rel_new=self.rel_new[rows],
+            n_new=self.n_new[rows],
+            bought=self.bought[rows],
+        )
 
     def weights(self, half_life_days: float, *, buys_only: bool = False) -> sp.csr_matrix:
         lines = (
@@ -309,40 +336,134 @@ def tune_als(s: Split, progress: Progress | None = None) -> tuple[CollaborativeC
 # -- the full ranker -------------------------------------------------------------------------
 
 
-def ranker_recs(
-    s: Split,
-    crowd: CrowdModel,
-    collab: CollaborativeModel,
-    p: BlendParams,
-    *,
-    cache: dict[str, Any] | None = None,
-) -> tuple[I, I]:
-    cache = {} if cache is None else cache
-    if "components" not in cache:
-        al = Aligned.build(s.items, crowd, collab)
-        w = s.weights(collab.config.half_life_days)
-        bought_w = s.weights(collab.config.half_life_days, buys_only=True)
-        cache["al"] = al
-        cache["components"] = batch_components(al, w, bought_w, segments=s.segments)
-    al, comp = cache["al"], cache["components"]
-    scores = comp.blend(p, al.trend_scaled())
-    not_repeat = s.bought.multiply(
-        (al.repeat_rate < p.repeat_threshold)[None, :].astype(np.float32)
-    ).tocsr()
-    not_repeat.eliminate_zeros()
-    return top_k(scores, K, not_repeat), top_k(scores, K, s.bought)
+ROW_BUDGET = 3_000_000  # dense floats per component in one chunk of people (~24 MB)
+PER_COMPONENT = 150  # candidates each component proposes for tuning
+
+
+def _chunks(b: int, n: int) -> list[tuple[int, int]]:
+    step = max(16, ROW_BUDGET // max(n, 1))
+    return [(lo, min(b, lo + step)) for lo in range(0, b, step)]
+
+
+@dataclass
+class Candidates:
+    """Each person's candidates (the union of every component's top ``PER_COMPONENT``) with
+    the component values gathered, so a blend is scored on b x M instead of b x n."""
+
+    ids: I  # b x M item positions, -1 for padding
+    comp: Components
+    trend: npt.NDArray[np.float64]  # b x M
+    repeat_rate: npt.NDArray[np.float64]  # b x M
+    bought: npt.NDArray[np.bool_]  # b x M, bought before the split
+
+
+def _union_top(arrays: list[npt.NDArray[np.float64]], c: int) -> I:
+    n = arrays[0].shape[1]
+    c = min(c, n)
+    tops = [np.argpartition(-a, c - 1, axis=1)[:, :c] for a in arrays]
+    allc = np.sort(np.concatenate(tops, axis=1), axis=1)
+    dup = np.zeros(allc.shape, dtype=bool)
+    dup[:, 1:] = allc[:, 1:] == allc[:, :-1]
+    allc[dup] = -1
+    return allc.astype(np.int64)
+
+
+def ranker_setup(s: Split, crowd: CrowdModel, collab: CollaborativeModel) -> dict[str, Any]:
+    al = Aligned.build(s.items, crowd, collab)
+    hl = collab.config.half_life_days
+    return {"al": al, "w": s.weights(hl), "bw": s.weights(hl, buys_only=True)}
+
+
+def candidates(s: Split, setup: dict[str, Any]) -> Candidates:
+    al: Aligned = setup["al"]
+    n = len(s.items)
+    trend = al.trend_scaled()
+    parts: list[tuple[I, Components]] = []
+    for lo, hi in _chunks(len(s.people), n):
+        comp = batch_components(
+            al, setup["w"][lo:hi], setup["bw"][lo:hi], segments=s.segments[lo:hi]
+        )
+        pop = np.ascontiguousarray(np.broadcast_to(comp.pop, comp.als.shape))
+        ids = _union_top([comp.als, comp.cooc, comp.rep, pop], PER_COMPONENT)
+        safe = np.maximum(ids, 0)
+
+        def g(a: npt.NDArray[np.float64], safe: I = safe, ids: I = ids) -> npt.NDArray[np.float64]:
+            return np.where(ids >= 0, np.take_along_axis(a, safe, axis=1), 0.0)
+
+        zeros = np.zeros(ids.shape)
+        parts.append(
+            (
+                ids,
+                Components(
+                    g(pop), g(comp.als), g(comp.cooc), g(comp.rep), zeros, zeros, comp.evidence
+                ),
+            )
+        )
+    width = max(p[0].shape[1] for p in parts)
+
+    def pad(a: npt.NDArray[Any], fill: float) -> npt.NDArray[Any]:
+        return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+
+    ids = np.vstack([pad(p[0], -1) for p in parts]).astype(np.int64)
+    stacked = {
+        f: np.vstack([pad(getattr(p[1], f), 0.0) for p in parts])
+        for f in ("pop", "als", "cooc", "rep", "sess", "anchor")
+    }
+    comp = Components(**stacked, evidence=np.concatenate([p[1].evidence for p in parts]))
+    safe = np.maximum(ids, 0)
+    from concierge.evaluate.metrics import hit_matrix
+
+    return Candidates(
+        ids=ids,
+        comp=comp,
+        trend=np.where(ids >= 0, trend[safe], 0.0),
+        repeat_rate=al.repeat_rate[safe],
+        bought=hit_matrix(ids, s.bought) & (ids >= 0),
+    )
+
+
+def candidate_recs(c: Candidates, p: BlendParams) -> tuple[I, I]:
+    scores = c.comp.blend(p, c.trend)
+    scores[c.ids < 0] = -np.inf
+    out = []
+    for banned in (c.bought & (c.repeat_rate < p.repeat_threshold), c.bought):
+        pos = top_k(scores, K, banned)
+        picked = np.take_along_axis(c.ids, pos, axis=1)
+        ok = np.isfinite(np.take_along_axis(np.where(banned, -np.inf, scores), pos, axis=1))
+        out.append(np.where(ok, picked, -1))
+    return out[0], out[1]
+
+
+def ranker_recs(s: Split, setup: dict[str, Any], p: BlendParams) -> tuple[I, I]:
+    """The full ranker over every item (exact; chunks of people bound the memory)."""
+    al: Aligned = setup["al"]
+    n = len(s.items)
+    trend = al.trend_scaled()
+    not_repeat_items = (al.repeat_rate < p.repeat_threshold).astype(np.float32)
+    outs_all, outs_new = [], []
+    for lo, hi in _chunks(len(s.people), n):
+        comp = batch_components(
+            al, setup["w"][lo:hi], setup["bw"][lo:hi], segments=s.segments[lo:hi]
+        )
+        scores = comp.blend(p, trend)
+        bought = s.bought[lo:hi].tocsr()
+        not_repeat = bought.multiply(not_repeat_items[None, :]).tocsr()
+        not_repeat.eliminate_zeros()
+        outs_all.append(top_k(scores, K, not_repeat))
+        outs_new.append(top_k(scores, K, bought))
+    return np.vstack(outs_all), np.vstack(outs_new)
 
 
 def tune_blend(
     s: Split, crowd: CrowdModel, collab: CollaborativeModel, progress: Progress | None = None
 ) -> tuple[BlendParams, float]:
     """Coordinate search (two passes over :data:`~concierge.decide.rank.GRID`) on a
-    validation split."""
-    cache: dict[str, Any] = {}
+    validation split, scored on each person's candidates (:func:`candidates`)."""
+    cands = candidates(s, ranker_setup(s, crowd, collab))
     p = BlendParams()
 
     def value(q: BlendParams) -> float:
-        r = _score(s, *ranker_recs(s, crowd, collab, q, cache=cache))
+        r = _score(s, *candidate_recs(cands, q))
         return 0.5 * (r["all"]["recall@20"] + r["new"]["recall@20"])
 
     best = value(p)
@@ -409,7 +530,7 @@ def evaluate(
     collab = fit_als(test, als_cfg)
     put("als_tuned", als_recs(test, collab))
     crowd = CrowdModel().fit(test.train, as_of_us=split_us, countries=countries, items=test.items)
-    put("concierge", ranker_recs(test, crowd, collab, blend))
+    put("concierge", ranker_recs(test, ranker_setup(test, crowd, collab), blend))
     step("summing up", 0.95)
     out: dict[str, Any] = {
         "split": split.isoformat(),
