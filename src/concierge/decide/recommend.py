@@ -518,9 +518,11 @@ class Recommender:
             pool = [i for i in pool if live.get(str(cat.ids.external[i]), True)]
             picked = diversify(pool, cat.brand, cat.category, k)
         out: list[tuple[int, Rule | None]] = [(i, None) for i in picked]
-        for pos, i, rule in pins:
-            if live.get(str(cat.ids.external[i]), False):
+        placed: set[int] = set()
+        for pos, i, rule in pins:  # sorted by position; an item pinned twice goes first once
+            if i not in placed and live.get(str(cat.ids.external[i]), False):
                 out.insert(min(pos, len(out)), (i, rule))
+                placed.add(i)
         return out[:k]
 
     def _reasons(
