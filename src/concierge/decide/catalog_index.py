@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,9 +53,32 @@ class CatalogIndex:
     size_any: sp.csr_matrix  # sizes x items, 1 where the item comes in that size
     facets: pl.Series
     version: tuple[int, int, int]
+    by_category: I  # item positions ordered by category code
+    category_starts: I  # by_category[category_starts[c]:category_starts[c + 1]] is category c
+    _sized_cache: dict[tuple[str, ...], B] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def items_of(self, categories: I) -> I:
+        """Positions of every item in the given category codes."""
+        parts = [
+            self.by_category[self.category_starts[c] : self.category_starts[c + 1]]
+            for c in categories.tolist()
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def allowed_in(self, sizes: list[str]) -> B:
+        """:meth:`in_size`, cached per set of sizes (read-only: never modify the result)."""
+        key = tuple(sorted(sizes))
+        got = self._sized_cache.get(key)
+        if got is None:
+            if len(self._sized_cache) > 256:
+                self._sized_cache.clear()
+            got = self.in_size(list(key))
+            got.flags.writeable = False
+            self._sized_cache[key] = got
+        return got
 
     def in_size(self, sizes: list[str]) -> B:
         """Available, and in one of the shopper's ``sizes`` for items made in any of them.
@@ -150,6 +173,10 @@ def load(conn: Connection) -> CatalogIndex:
             listings[name] = part.astype(np.int64)  # one entry per seller, not per product
     brand, brand_names = _codes(p.get_column("brand"))
     category, category_names = _codes(p.get_column("category"))
+    by_category = np.argsort(category, kind="stable").astype(np.int64)
+    category_starts = np.searchsorted(
+        category[by_category], np.arange(category_names.size + 1)
+    ).astype(np.int64)
     return CatalogIndex(
         ids=ids,
         titles=p.get_column("title").fill_null("").to_numpy().astype(np.str_),
@@ -167,6 +194,8 @@ def load(conn: Connection) -> CatalogIndex:
         size_any=size_any,
         facets=p.get_column("facets").fill_null(""),
         version=ver,
+        by_category=by_category,
+        category_starts=category_starts,
     )
 
 

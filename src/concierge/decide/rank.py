@@ -116,6 +116,9 @@ class Aligned:
     collab: CollaborativeModel | None
     crowd: CrowdModel | None
     pop_top: float = 0.0  # the 99th percentile of popularity ("popular" reasons)
+    pop_scaled: F = field(default_factory=lambda: np.zeros(0))  # pop / max(pop)
+    segment_matrix: sp.csr_matrix | None = None  # segments x items, in this item space
+    size_matrix: sp.csr_matrix | None = None  # sizes x items
     pop_in_category: F = field(default_factory=lambda: np.zeros(0))  # share of category's best
     segment_cache: dict[str, F] = field(default_factory=dict)
     size_cache: dict[str, F] = field(default_factory=dict)
@@ -151,6 +154,12 @@ class Aligned:
             factors[inv >= 0] = collab.item_factors_[inv[inv >= 0]]
         out = cls(items, pop, trend, rep, sims, sim_all, factors, collab, crowd)
         out.pop_top = float(np.quantile(pop, 0.99)) if n else 0.0
+        out.pop_scaled = pop / (pop.max() or 1.0) if n else pop
+        if crowd is not None:
+            pos = items.to_internal(crowd.item_ids_)
+            seg, size = crowd.matrices_["segment"], crowd.matrices_["size"]
+            out.segment_matrix = _remap_csr(seg, None, pos, (seg.shape[0], n))
+            out.size_matrix = _remap_csr(size, None, pos, (size.shape[0], n))
         out.pop_in_category = np.zeros(n)
         if category is not None and n:
             best = np.zeros(int(category.max()) + 1)
@@ -162,17 +171,12 @@ class Aligned:
 
     def popularity(self, segment: str | None) -> F:
         """Global popularity, mixed half and half with the segment's when it is known."""
-        base = self.pop / (self.pop.max() or 1.0)
+        base = self.pop_scaled
         if segment is None or self.crowd is None:
             return base
         seg = self.segment_cache.get(segment)
         if seg is None:
-            row = self.crowd.segment_popularity(segment)
-            seg = (
-                np.zeros(len(self.items))
-                if row is None
-                else _remap(self.items.to_internal(self.crowd.item_ids_), len(self.items), row)
-            )
+            seg = self._row(self.crowd.segments_, self.segment_matrix, segment)
             seg = seg / (seg.max() or 1.0)
             self.segment_cache[segment] = seg
         if not seg.any():
@@ -183,19 +187,24 @@ class Aligned:
     def size_popularity(self, size: str) -> F:
         got = self.size_cache.get(size)
         if got is None:
-            row = None if self.crowd is None else self.crowd.size_popularity(size)
-            got = (
-                np.zeros(len(self.items))
-                if row is None
-                else _remap(
-                    self.items.to_internal(self.crowd.item_ids_)
-                    if self.crowd
-                    else np.zeros(0, np.int64),
-                    len(self.items),
-                    row,
-                )
-            )
+            ids = self.crowd.sizes_ if self.crowd is not None else np.zeros(0, np.str_)
+            got = self._row(ids, self.size_matrix, size)
             self.size_cache[size] = got
+        return got
+
+    def _row(self, ids: npt.NDArray[np.str_], m: sp.csr_matrix | None, key: str) -> F:
+        pos = int(np.searchsorted(ids, key)) if ids.size else 0
+        if m is None or pos >= ids.size or ids[pos] != key:
+            return np.zeros(len(self.items))
+        out: F = m[pos].toarray().ravel().astype(np.float64)
+        return out
+
+    def trend_term(self, weight: float) -> F:
+        """``weight * trend_scaled()``, kept for the request path (one addition per request)."""
+        got = self.size_cache.get(f"\0trend{weight}")
+        if got is None:
+            got = weight * self.trend_scaled()
+            self.size_cache[f"\0trend{weight}"] = got
         return got
 
     def trend_scaled(self) -> F:

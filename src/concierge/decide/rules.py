@@ -224,13 +224,19 @@ def get_rule(conn: Connection, rule_id: str) -> Rule:
 
 
 @dataclass(frozen=True)
-class Applied:
-    """The effect of the active rules on a score vector (catalog positions)."""
+class Effects:
+    """What the active rules of a slot do to a score vector over the catalog positions.
 
-    scores: npt.NDArray[np.float64]
-    excluded: npt.NDArray[np.bool_]
+    ``adj`` is added to the scores (boosts and buries, ``None`` when there are none),
+    ``excluded`` marks what must not be shown; both are built once per set of active rules and
+    catalog version (:class:`~concierge.decide.recommend.Recommender` caches them), so a request
+    pays one vector addition for any number of rules.
+    """
+
+    adj: npt.NDArray[np.float64] | None
+    excluded: npt.NDArray[np.bool_] | None
     pins: list[tuple[int, int, Rule]]  # (position 0-based, catalog index, rule)
-    moved: list[tuple[Rule, npt.NDArray[np.bool_]]]  # boost/bury rules and their items
+    moved: list[tuple[Rule, npt.NDArray[np.bool_]]]  # boost rules and their items (reasons)
 
 
 def facet_mask(facets: pl.Series, facet: str) -> npt.NDArray[np.bool_]:
@@ -239,40 +245,34 @@ def facet_mask(facets: pl.Series, facet: str) -> npt.NDArray[np.bool_]:
     return wrapped.str.contains("|" + facet + "|", literal=True).to_numpy()
 
 
-def apply_rules(
-    rules: list[Rule],
-    scores: npt.NDArray[np.float64],
-    *,
-    index_of: Any,
-    facet_masks: Any,
-    now_us: int,
-    slot: str,
-) -> Applied:
-    """Apply the active rules; ``index_of(pid) -> int`` (-1 unknown), ``facet_masks(f) -> mask``."""
-    out = scores.copy()
-    excluded = np.zeros(scores.size, dtype=bool)
+def active_rules(rules: list[Rule], *, now_us: int, slot: str) -> list[Rule]:
+    return [r for r in rules if r.active(now_us, slot)]
+
+
+def rule_effects(rules: list[Rule], n: int, *, index_of: Any, facet_masks: Any) -> Effects:
+    """The effects of ``rules`` (already filtered to the active ones); ``index_of(pid) -> int``
+    (-1 when not in the catalog) and ``facet_masks(facet) -> bool mask``."""
+    adj: npt.NDArray[np.float64] | None = None
+    excluded: npt.NDArray[np.bool_] | None = None
     pins: list[tuple[int, int, Rule]] = []
     moved: list[tuple[Rule, npt.NDArray[np.bool_]]] = []
     for r in rules:
-        if not r.active(now_us, slot):
-            continue
         if r.product_id is not None:
             i = int(index_of(r.product_id))
             if i < 0:
                 continue
-            mask = np.zeros(scores.size, dtype=bool)
+            mask = np.zeros(n, dtype=bool)
             mask[i] = True
         else:
             mask = facet_masks(r.facet)
         if r.action == "exclude":
-            excluded |= mask
-        elif r.action == "bury":
-            out[mask] -= r.weight
-        elif r.action == "boost":
-            out[mask] += r.weight
+            excluded = mask.copy() if excluded is None else excluded | mask
+        elif r.action in ("boost", "bury"):
+            adj = np.zeros(n) if adj is None else adj
+            adj[mask] += r.weight if r.action == "boost" else -r.weight
+            if r.action == "boost":
+                moved.append((r, mask))
         else:
             pins.append((int(r.weight) - 1, int(np.flatnonzero(mask)[0]), r))
-        if r.action in ("boost", "bury"):
-            moved.append((r, mask))
     pins.sort(key=lambda p: (p[0], p[2].created_us))
-    return Applied(out, excluded, pins, moved)
+    return Effects(adj, excluded, pins, moved)
