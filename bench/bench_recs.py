@@ -190,10 +190,12 @@ def _request_figures(url: str, now: datetime) -> tuple[list[Figure], list[str]]:
         print(f"trained the 100k-item store in {time.perf_counter() - t0:.1f} s")
     for name in ("crowd", "collaborative", "ranker"):
         assert c.models(name), name
-    if not c.rules():
-        c.create_rule({"name": "bench boost", "action": "boost", "facet": "brand=Stride"})
-        c.create_rule({"name": "bench bury", "action": "bury", "facet": "colour=grey"})
-        c.create_rule({"name": "bench pin", "action": "pin", "product_id": "p00042"})
+    for r in c.rules():
+        c.delete_rule(r["rule_id"])
+    pinned = c.products(limit=1, offset=42)[0]["product_id"]
+    c.create_rule({"name": "bench boost", "action": "boost", "facet": "brand=Stride"})
+    c.create_rule({"name": "bench bury", "action": "bury", "facet": "colour=grey"})
+    c.create_rule({"name": "bench pin", "action": "pin", "product_id": pinned})
     rec = c.recommender
     collab = rec.collab.get()
     assert collab is not None
@@ -247,7 +249,7 @@ def _request_figures(url: str, now: datetime) -> tuple[list[Figure], list[str]]:
     ], sample
 
 
-def _http_figures(url: str, now: datetime, sample: list[str]) -> list[Figure]:
+def _http_figures(url: str, now: datetime, sample: list[str], workers: int) -> list[Figure]:
     from bench.bench_http_ingest import _parse_wrk, _port, _serve, _stop
     from concierge import Concierge
 
@@ -274,7 +276,10 @@ def _http_figures(url: str, now: datetime, sample: list[str]) -> list[Figure]:
     }
     port = _port()
     server = _serve(
-        [sys.executable, "-m", "concierge", "serve", "--db", url, "--port", str(port)], env, port
+        [sys.executable, "-m", "concierge", "serve", "--db", url, "--port", str(port)]
+        + (["--workers", str(workers)] if workers > 1 else []),
+        env,
+        port,
     )
 
     def wrk(seconds: int) -> dict[str, float]:
@@ -296,13 +301,13 @@ def _http_figures(url: str, now: datetime, sample: list[str]) -> list[Figure]:
         return _parse_wrk(out)
 
     try:
-        wrk(3)  # warm: models and catalog load on the first requests
+        wrk(8)  # warm: every process loads the models and the catalog on its first requests
         got = wrk(HTTP_SECONDS)
     finally:
         _stop(server)
     return [
         Figure(
-            name="recs.http.catalog_100k.requests_per_s",
+            name=f"recs.http.catalog_100k.workers{workers}.requests_per_s",
             value=got["rps"],
             unit="req/s",
             reference="in-process requests/s of one thread (same requests)",
@@ -310,11 +315,11 @@ def _http_figures(url: str, now: datetime, sample: list[str]) -> list[Figure]:
             ratio=0.0,
             target=">= 500 req/s",
             met=got["rps"] >= 500,
-            note=f"{HTTP_CONNECTIONS} connections, one uvicorn process, SQLite; "
+            note=f"{HTTP_CONNECTIONS} connections, {workers} uvicorn process(es), SQLite; "
             f"non-2xx {got['non2xx']:.0f}, socket errors {got['socket_errors']:.0f}",
         ),
         Figure(
-            name="recs.http.catalog_100k.p99_ms",
+            name=f"recs.http.catalog_100k.workers{workers}.p99_ms",
             value=got["p99_ms"],
             unit="ms",
             reference="in-process p99 (ms)",
@@ -322,7 +327,7 @@ def _http_figures(url: str, now: datetime, sample: list[str]) -> list[Figure]:
             ratio=0.0,
             target="<= 25 ms",
             met=got["p99_ms"] <= 25.0,
-            note=f"{HTTP_CONNECTIONS} connections, one uvicorn process, SQLite",
+            note=f"{HTTP_CONNECTIONS} connections, {workers} uvicorn process(es), SQLite",
         ),
     ]
 
@@ -337,7 +342,7 @@ def run() -> list[Figure]:
     url, now = _big_store()
     req, sample = _request_figures(url, now)
     figures += req
-    http = _http_figures(url, now, sample)
+    http = _http_figures(url, now, sample, 1) + _http_figures(url, now, sample, 2)
     for f in http:  # the reference of the HTTP figures: the in-process request of this run
         if f.unit == "ms":
             f.reference_value = req[0].value

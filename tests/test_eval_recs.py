@@ -64,3 +64,25 @@ def test_online_retail_the_full_ranker_beats_every_baseline(shared_data: Any, tm
         assert m["beats_every_baseline_on_recall@20"], (variant, m)
         assert m["margin_recall@20"] > 0
     assert out["margins"]["all"]["best_baseline"] in {"own_most_bought", "als_tuned"}
+
+
+def test_cross_check_with_implicits_own_evaluation() -> None:
+    """Our NDCG@k and MAP@k equal implicit's ranking_metrics_at_k on the same recommendations."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.evaluation import ranking_metrics_at_k
+
+    rng = np.random.default_rng(42)
+    full = sp.csr_matrix(((rng.random((80, 60)) < 0.12) * 1.0).astype(np.float32))
+    mask = rng.random(full.nnz) < 0.3
+    coo = full.tocoo()
+    train = sp.csr_matrix((coo.data[~mask], (coo.row[~mask], coo.col[~mask])), shape=full.shape)
+    test = sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=full.shape)
+    model = AlternatingLeastSquares(factors=8, iterations=5, random_state=42, num_threads=1)
+    model.fit(train, show_progress=False)
+    theirs = ranking_metrics_at_k(model, train, test, K=10, show_progress=False)
+    users = np.arange(full.shape[0])
+    ids, _ = model.recommend(users, train, N=10, filter_already_liked_items=True)
+    has_test = np.diff(test.indptr) > 0
+    ours = ranking_metrics(np.asarray(ids, dtype=np.int64)[has_test], test[has_test], ks=(10,))
+    assert ours["ndcg@10"] == pytest.approx(theirs["ndcg"], rel=1e-6)
+    assert ours["map@10"] == pytest.approx(theirs["map"], rel=1e-6)

@@ -268,3 +268,29 @@ def test_session_intent_shifts_the_ranking(cg: Concierge) -> None:
     assert len(set(got) & trail) == 3 > len(set(before) & trail), (before, got)
     # ...within the diversity cap: ceil(0.5 * 5) = 3 of one category
     assert any(r.code == "session" for i in after.items for r in i.reasons)
+
+
+def test_the_shoppers_size_picks_the_variant_and_filters(cg: Concierge) -> None:
+    store(cg)
+    cg.ingest(
+        [
+            {
+                "type": "purchase",
+                "event_id": "sz1",
+                "customer_id": "sized",
+                "timestamp": at(40),
+                "order_id": "o-sz1",
+                "currency": "EUR",
+                "lines": [
+                    {"product_id": "p2", "variant_id": "p2-43", "quantity": 1, "unit_price": 120.0}
+                ],
+            }
+        ]
+    )
+    cg.train()
+    r = cg.recommend("sized", k=4)
+    assert r.items and all(i.variant_id == f"{i.product_id}-43" for i in r.items)
+    top = r.items[0].product_id
+    cg.set_stock([{"product_id": top, "variant_id": f"{top}-43", "stock": 0}])  # 42 still in stock
+    assert top not in ids(cg.recommend("sized", k=4))  # not in their size any more
+    assert top in ids(cg.recommend("someone-else", k=12))  # still shown to others

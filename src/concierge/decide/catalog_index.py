@@ -199,25 +199,50 @@ def load(conn: Connection) -> CatalogIndex:
     )
 
 
-def in_stock_now(conn: Connection, product_ids: list[str], sizes: list[str]) -> dict[str, bool]:
+def in_stock_now(
+    conn: Connection,
+    product_ids: list[str],
+    sizes: list[str],
+    variants: dict[str, str] | None = None,
+) -> dict[str, bool]:
     """Whether each product is in stock right now, by the rule of :meth:`CatalogIndex.in_size`
     (in one of ``sizes`` when it is made in any of them). Whether it is active comes from the
-    index (a deactivation is a product update, which reloads it)."""
+    index (a deactivation is a product update, which reloads it).
+
+    ``variants``, when given, receives the variant to show: the in-stock one in the shopper's
+    size, or the only variant of a product that has one.
+    """
     mine = set(sizes)
     relevant: set[str] = set()
-    fits: set[str] = set()
+    fits: dict[str, str] = {}
     stocked: set[str] = set()
+    count: dict[str, int] = {}
+    only: dict[str, str] = {}
     for clause in among(conn, t.variants.c.product_id, product_ids):
-        for pid, sz, stock in conn.execute(
-            select(t.variants.c.product_id, t.variants.c.size, t.variants.c.stock).where(clause)
+        for pid, vid, sz, stock in conn.execute(
+            select(
+                t.variants.c.product_id,
+                t.variants.c.variant_id,
+                t.variants.c.size,
+                t.variants.c.stock,
+            ).where(clause)
         ):
+            count[pid] = count.get(pid, 0) + 1
+            only[pid] = vid
             if stock > 0:
                 stocked.add(pid)
             if sz is not None and sz in mine:
                 relevant.add(pid)
                 if stock > 0:
-                    fits.add(pid)
-    return {p: p in stocked and (p not in relevant or p in fits) for p in product_ids}
+                    fits.setdefault(pid, vid)
+    out = {p: p in stocked and (p not in relevant or p in fits) for p in product_ids}
+    if variants is not None:
+        for p, ok in out.items():
+            if ok and p in fits:
+                variants[p] = fits[p]
+            elif ok and count.get(p) == 1:
+                variants[p] = only[p]
+    return out
 
 
 class CatalogCache:

@@ -435,7 +435,8 @@ class Recommender:
         pins = [(pos, i, r) for pos, i, r in eff.pins if np.isfinite(final[i])]
         if ranked.size == 0 and not pins:
             return Recommendations([], "nothing_available", versions, slot, person.person_id)
-        chosen = self._checked(cat, ranked, pins, k, sizes)
+        variants: dict[str, str] = {}
+        chosen = self._checked(cat, ranked, pins, k, sizes, variants)
         if not chosen:
             return Recommendations([], "nothing_available", versions, slot, person.person_id)
         chosen_idx = np.array([i for i, _r in chosen], dtype=np.int64)
@@ -470,9 +471,8 @@ class Recommender:
                 sizes=sizes,
                 country=country,
             )
-            items.append(
-                RecommendedItem(str(cat.ids.external[i]), None, float(scores[i]), rank, rs)
-            )
+            pid = str(cat.ids.external[i])
+            items.append(RecommendedItem(pid, variants.get(pid), float(scores[i]), rank, rs))
         return Recommendations(items, fallback, versions, slot, person.person_id)
 
     def _effects(self, cat: CatalogIndex, slot: str, now_us: int) -> Effects:
@@ -528,8 +528,10 @@ class Recommender:
         pins: list[tuple[int, int, Rule]],
         k: int,
         sizes: list[str],
+        variants: dict[str, str],
     ) -> list[tuple[int, Rule | None]]:
-        """Diverse top k (per-brand and per-category caps), pins placed, stock checked now."""
+        """Diverse top k (per-brand and per-category caps), pins placed, stock checked now;
+        ``variants`` receives the variant to show of each product (see :func:`in_stock_now`)."""
         pinned = {i for _p, i, _r in pins}
         pool = [int(i) for i in ranked if int(i) not in pinned]
         head = k + 5  # checked against the database now; the rest only if it is picked
@@ -537,7 +539,7 @@ class Recommender:
             str(cat.ids.external[i]) for i in pinned
         ]
         with self.store.read() as conn:
-            live = in_stock_now(conn, ids, sizes)
+            live = in_stock_now(conn, ids, sizes, variants)
         pool = [i for i in pool[:head] if live.get(str(cat.ids.external[i]), False)] + pool[head:]
         picked = diversify(pool, cat.brand, cat.category, k)
         for _round in range(3):  # items from beyond the checked head are checked too
@@ -547,7 +549,7 @@ class Recommender:
             if not unchecked:
                 break
             with self.store.read() as conn:
-                live |= in_stock_now(conn, unchecked, sizes)
+                live |= in_stock_now(conn, unchecked, sizes, variants)
             pool = [i for i in pool if live.get(str(cat.ids.external[i]), True)]
             picked = diversify(pool, cat.brand, cat.category, k)
         out: list[tuple[int, Rule | None]] = [(i, None) for i in picked]

@@ -18,8 +18,7 @@ import polars as pl
 from concierge.clock import to_us
 from concierge.models.collaborative import CollaborativeConfig, CollaborativeModel
 from concierge.models.crowd import CrowdModel
-from concierge.models.idmap import IdMap
-from concierge.models.interactions import matrix, read_interactions
+from concierge.models.interactions import idmap_of, matrix, read_interactions
 from concierge.models.training import TrainContext, TrainReport
 from concierge.profiles.doc import DAY_US
 
@@ -83,8 +82,8 @@ class CollaborativeTrainer:
         lines, _countries = _lines(ctx)
         if lines.height == 0:
             return TrainReport(self.name, skipped="no interactions in the log yet")
-        users = IdMap.from_values(lines.get_column("person_id").to_numpy())
-        items = IdMap.from_values(lines.get_column("product_id").to_numpy())
+        users = idmap_of(lines.get_column("person_id"))
+        items = idmap_of(lines.get_column("product_id"))
         m = matrix(
             lines, users, items, as_of_us=ctx.as_of_us, half_life_days=self.config.half_life_days
         )

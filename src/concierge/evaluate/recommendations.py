@@ -51,7 +51,7 @@ from concierge.models.collaborative import (
 )
 from concierge.models.crowd import CrowdModel
 from concierge.models.idmap import IdMap
-from concierge.models.interactions import matrix, read_interactions
+from concierge.models.interactions import idmap_of, matrix, positions, read_interactions
 from concierge.profiles.doc import DAY_US
 from concierge.store.engine import Store
 
@@ -119,8 +119,8 @@ def make_split(
     test = lines.filter((pl.col("ts_us") > split_us) & (pl.col("type") == "purchase"))
     if end_us is not None:
         test = test.filter(pl.col("ts_us") <= end_us)
-    items = IdMap.from_values(train.get_column("product_id").to_numpy())
-    train_users = IdMap.from_values(train.get_column("person_id").to_numpy())
+    items = idmap_of(train.get_column("product_id"))
+    train_users = idmap_of(train.get_column("person_id"))
     people = IdMap(np.unique(test.get_column("person_id").to_numpy()).astype(np.str_))
     b, n = len(people), len(items)
     before = (
@@ -128,15 +128,15 @@ def make_split(
         .group_by("person_id", "product_id")
         .agg(pl.col("event_id").n_unique().alias("k"))
     )
-    pu = people.to_internal(before.get_column("person_id").to_numpy())
-    pi = items.to_internal(before.get_column("product_id").to_numpy())
+    pu = positions(before.get_column("person_id"), people)
+    pi = positions(before.get_column("product_id"), items)
     ok = (pu >= 0) & (pi >= 0)
     bought = sp.csr_matrix(
         (before.get_column("k").to_numpy()[ok].astype(np.float32), (pu[ok], pi[ok])), shape=(b, n)
     )
     pairs = test.select("person_id", "product_id").unique()
-    tu = people.to_internal(pairs.get_column("person_id").to_numpy())
-    ti = items.to_internal(pairs.get_column("product_id").to_numpy())
+    tu = positions(pairs.get_column("person_id"), people)
+    ti = positions(pairs.get_column("product_id"), items)
     n_all = np.bincount(tu, minlength=b).astype(np.int64)
     inside = ti >= 0
     rel_all = sp.csr_matrix(

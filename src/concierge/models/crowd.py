@@ -35,7 +35,7 @@ from pydantic import Field
 
 from concierge.models.base import ModelBase, ModelConfig
 from concierge.models.idmap import IdMap
-from concierge.models.interactions import weights, with_sessions
+from concierge.models.interactions import idmap_of, positions, weights, with_sessions
 from concierge.profiles.doc import DAY_US
 
 F = npt.NDArray[np.float64]
@@ -156,10 +156,10 @@ class CrowdModel(ModelBase[CrowdConfig]):
         """Learn from interaction lines (:data:`concierge.models.interactions.SCHEMA`)."""
         cfg = self.config
         lines = lines.filter(pl.col("ts_us") <= as_of_us)
-        imap = items or IdMap.from_values(lines.get_column("product_id").to_numpy())
+        imap = items or idmap_of(lines.get_column("product_id"))
         n = len(imap)
         lines = lines.with_columns(
-            pl.Series("item", imap.to_internal(lines.get_column("product_id").to_numpy()))
+            pl.Series("item", positions(lines.get_column("product_id"), imap))
         ).filter(pl.col("item") >= 0)
         w = weights(lines, as_of_us=as_of_us, half_life_days=cfg.half_life_days)
         lines = lines.with_columns(w.alias("w"))
@@ -265,7 +265,7 @@ class CrowdModel(ModelBase[CrowdConfig]):
     def _grouped(self, df: pl.DataFrame, key: str, ids: list[str], n: int) -> sp.csr_matrix:
         if not ids:
             return sp.csr_matrix((0, n), dtype=np.float32)
-        code = IdMap(np.array(ids, dtype=np.str_)).to_internal(df.get_column(key).to_numpy())
+        code = positions(df.get_column(key), IdMap(np.array(ids, dtype=np.str_)))
         m = sp.csr_matrix(
             (df.get_column("w").to_numpy(), (code, df.get_column("item").to_numpy())),
             shape=(len(ids), n),
