@@ -43,6 +43,21 @@ class TestALSEstimator(EstimatorContract):
         return model.outputs()
 
 
+class TestBPREstimator(EstimatorContract):
+    """BPR (the option): same contracts; its fold-in is the least-squares one over BPR's items."""
+
+    def make_model(self, **o: Any) -> CollaborativeModel:
+        return CollaborativeModel(
+            **({"algorithm": "bpr", "factors": 4, "iterations": 20, "threads": 1} | o)
+        )
+
+    def fit(self, model: Any) -> Any:
+        return model.fit(checkerboard(10), _ids(10, "u"), _ids(10, "i"))
+
+    def output(self, model: Any) -> Any:
+        return model.outputs()
+
+
 def test_fold_in_matches_implicit_recalculate_user() -> None:
     from implicit.cpu.als import AlternatingLeastSquares
 

@@ -10,8 +10,10 @@ import pytest
 import scipy.sparse as sp
 
 from concierge.models.crowd import CrowdModel, top_k_rows
+from concierge.models.idmap import IdMap
 from concierge.profiles.doc import DAY_US
 from concierge.testing.estimators import EstimatorContract
+from concierge.testing.recommenders import RecommenderContract
 
 
 def lines(rows: list[tuple[str, str, str, int, str]]) -> pl.DataFrame:
@@ -105,3 +107,23 @@ class TestCrowdEstimator(EstimatorContract):
 
     def output(self, model: Any) -> Any:
         return model.outputs()
+
+
+class TestAlsoBoughtRecommender(RecommenderContract):
+    """The crowd's item-to-item scores (a person's items times also-bought) as a recommender."""
+
+    def make_model(self, **o: Any) -> CrowdModel:
+        return CrowdModel(**({"shrink": 0.0} | o))
+
+    def fit(self, model: Any, user_items: sp.csr_matrix) -> Any:
+        c = user_items.tocoo()
+        rows = [
+            (f"u{u}", f"i{i:03d}", "purchase", D, f"o{u}")
+            for u, i in zip(c.row, c.col, strict=True)
+        ]
+        items = IdMap(np.array([f"i{i:03d}" for i in range(user_items.shape[1])], dtype=np.str_))
+        return model.fit(lines(rows), as_of_us=2 * D, items=items)
+
+    def scores(self, model: Any, row: sp.csr_matrix) -> Any:
+        sim = model.matrices_["also_bought"]
+        return np.asarray(sim[row.indices].T @ row.data).ravel()
