@@ -124,6 +124,8 @@ class RankerTrainer:
 
         ctx.report("ranker: reading interactions", 0.0)
         lines, countries = _lines(ctx)
+        if lines.height == 0:
+            return TrainReport(self.name, skipped="no interactions in the log yet")
         val_us = ctx.as_of_us - int(self.val_days * DAY_US)
         blend = BlendParams()
         metrics: dict[str, Any] = {"tuned": False}
