@@ -294,3 +294,28 @@ def test_the_shoppers_size_picks_the_variant_and_filters(cg: Concierge) -> None:
     cg.set_stock([{"product_id": top, "variant_id": f"{top}-43", "stock": 0}])  # 42 still in stock
     assert top not in ids(cg.recommend("sized", k=4))  # not in their size any more
     assert top in ids(cg.recommend("someone-else", k=12))  # still shown to others
+
+
+def test_a_search_in_the_session_shifts_the_ranking(cg: Concierge) -> None:
+    store(cg)
+    cg.train()
+    trail = {f"p{i}" for i in range(12) if i % 3 == 0}
+    before = ids(cg.recommend("c9", k=5))
+    now_days = (cg.clock.now() - datetime(2026, 1, 5, 9, 0, tzinfo=UTC)).total_seconds() / 86400
+    cg.ingest(
+        [
+            {
+                "type": "search",
+                "event_id": "s1",
+                "customer_id": "c9",
+                "query": "Trail shoes",
+                "result_count": 4,
+                "timestamp": at(now_days - 0.001),
+            }
+        ]
+    )
+    after = cg.recommend("c9", k=5)
+    got = ids(after)
+    assert got[0] in trail and len(set(got) & trail) > len(set(before) & trail), (before, got)
+    first = after.items[0].reasons
+    assert any(r.code == "searched" and r.data["query"] == "Trail shoes" for r in first)

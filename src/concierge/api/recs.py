@@ -9,6 +9,8 @@ parameters answer 422 naming the field.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +20,15 @@ from fastapi.responses import Response
 
 from concierge.facade import Concierge
 
+log = logging.getLogger(__name__)
+
+
+def _warm(cg: Concierge) -> None:
+    try:
+        cg.recommender.warm()
+    except Exception:  # a store without the tables yet, or a model that fails to load
+        log.exception("could not load the recommendation models at start")
+
 
 def router(
     cg: Concierge,
@@ -25,6 +36,9 @@ def router(
     json_body: Callable[[Request], Awaitable[Any]],
 ) -> APIRouter:
     r = APIRouter(tags=["recommendations"])
+    # the API loads the models and the catalog at start, beside serving (LiveModels then
+    # swaps in new versions as they appear)
+    threading.Thread(target=_warm, args=(cg,), name="recs-warm", daemon=True).start()
     read_key = Depends(needs("read"))
     admin_key = Depends(needs("admin"))
 

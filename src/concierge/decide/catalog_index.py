@@ -9,6 +9,7 @@ so a sale a moment ago never shows a sold-out item.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from concierge.models.idmap import IdMap
 from concierge.store import tables as t
 from concierge.store.engine import Store, among
 
+WORD = re.compile(r"[0-9a-z]{2,}")
 B = npt.NDArray[np.bool_]
 I = npt.NDArray[np.int64]  # noqa: E741
 
@@ -53,12 +55,23 @@ class CatalogIndex:
     size_any: sp.csr_matrix  # sizes x items, 1 where the item comes in that size
     facets: pl.Series
     version: tuple[int, int, int]
+    tokens: dict[str, I]  # word of title, brand, category or colour -> item positions
     by_category: I  # item positions ordered by category code
     category_starts: I  # by_category[category_starts[c]:category_starts[c + 1]] is category c
     _sized_cache: dict[tuple[str, ...], B] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def matching(self, query: str) -> tuple[I, npt.NDArray[np.float64]]:
+        """Items matching the words of a search ``query``, with the share of its words each
+        matches (a session signal, not a search engine)."""
+        words = sorted(set(WORD.findall(query.lower())))
+        hits = [self.tokens[w] for w in words if w in self.tokens]
+        if not hits:
+            return np.zeros(0, np.int64), np.zeros(0)
+        u, counts = np.unique(np.concatenate(hits), return_counts=True)
+        return u.astype(np.int64), counts / len(words)
 
     def items_of(self, categories: I) -> I:
         """Positions of every item in the given category codes."""
@@ -173,6 +186,28 @@ def load(conn: Connection) -> CatalogIndex:
             listings[name] = part.astype(np.int64)  # one entry per seller, not per product
     brand, brand_names = _codes(p.get_column("brand"))
     category, category_names = _codes(p.get_column("category"))
+    text = p.select(
+        pl.concat_str(
+            [pl.col(c).fill_null("") for c in ("title", "brand", "category")], separator=" "
+        )
+        .str.to_lowercase()
+        .alias("text")
+    ).get_column("text")
+    words = (
+        pl.DataFrame({"i": np.arange(n, dtype=np.int64), "text": text})
+        .with_columns(pl.col("text").str.extract_all(WORD.pattern).alias("w"))
+        .explode("w")
+        .filter(pl.col("w").is_not_null())
+        .unique(["w", "i"])
+        .group_by("w")
+        .agg(pl.col("i").sort())
+    )
+    tokens = {  # one entry per distinct word, not per product
+        w: np.asarray(i, dtype=np.int64)
+        for w, i in zip(
+            words.get_column("w").to_list(), words.get_column("i").to_list(), strict=True
+        )
+    }
     by_category = np.argsort(category, kind="stable").astype(np.int64)
     category_starts = np.searchsorted(
         category[by_category], np.arange(category_names.size + 1)
@@ -194,6 +229,7 @@ def load(conn: Connection) -> CatalogIndex:
         size_any=size_any,
         facets=p.get_column("facets").fill_null(""),
         version=ver,
+        tokens=tokens,
         by_category=by_category,
         category_starts=category_starts,
     )

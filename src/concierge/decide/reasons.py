@@ -13,6 +13,7 @@ CODES = (
     "your_brand",  # a brand the shopper favours
     "your_size",  # popular in your size
     "session",  # like what you are looking at today
+    "searched",  # matches what you searched for today
     "repeat",  # you buy this regularly
     "for_you",  # the individual model, from the shopper's history
     "trending",  # rising against its own baseline
@@ -70,6 +71,10 @@ def session(category: str) -> Reason:
     return Reason(
         "session", f"like what you are looking at today ({category})", {"category": category}
     )
+
+
+def searched(query: str) -> Reason:
+    return Reason("searched", f"matches your search '{query}'", {"query": query})
 
 
 def repeat(n_orders: int) -> Reason:

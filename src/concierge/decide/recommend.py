@@ -164,6 +164,15 @@ class Recommender:
             self._allowed_cache.clear()
             return al
 
+    def warm(self) -> None:
+        """Load the newest models and the catalog now (the API does it at start, in a thread),
+        so the first requests do not pay for it."""
+        crowd, collab = self.crowd.get(), self.collab.get()
+        self.ranker.get()
+        cat = self.catalog.get()
+        if len(cat):
+            self._aligned_for(cat, crowd, collab)
+
     def refresh_models(self) -> None:
         for live in (self.crowd, self.collab, self.ranker):
             live.refresh()
@@ -328,6 +337,7 @@ class Recommender:
         brands: list[tuple[str, float]] = []
         cart_idx = np.zeros(0, np.int64)
         sess_idx = np.zeros(0, np.int64)
+        queries: list[str] = []
         if doc is not None:
             loc = doc["traits"].get("location")
             if loc and isinstance(loc[2], dict):
@@ -345,6 +355,7 @@ class Recommender:
             if sess["views"]:
                 sess_idx = cat.ids.to_internal(sess["views"])
                 sess_idx = sess_idx[sess_idx >= 0]
+            queries = [q["query"] for q in sess["searches"] if q["query"]][:5]
 
         # the components of rank.Components.blend, the sparse ones kept sparse: the same
         # formula as the evaluation's, with one pass over the catalog per dense term
@@ -365,6 +376,15 @@ class Recommender:
         cooc = _spread(al.sim_all, touched, w_t)
         rep = SparseVec(items_u, bought_w * al.repeat_rate[items_u]).scaled()
         sess_vec = SparseVec.empty()
+        searched = SparseVec.empty()
+        if queries:  # what they searched for today: items matching the words, popular first
+            found = [cat.matching(q) for q in queries]
+            searched = SparseVec.sum_of(
+                [
+                    (SparseVec(m, share * (0.5 + 0.5 * al.pop_in_category[m])), 1.0 / len(found))
+                    for m, share in found
+                ]
+            )
         if sess_idx.size:
             cats, counts = np.unique(cat.category[sess_idx], return_counts=True)
             members = cat.items_of(cats)
@@ -373,6 +393,8 @@ class Recommender:
             in_cats = SparseVec(members, share * (0.5 + 0.5 * al.pop_in_category[members]))
             also = _spread(al.sims["also_viewed"], sess_idx, np.ones(sess_idx.size))
             sess_vec = SparseVec.sum_of([(in_cats, 0.5), (also, 0.5)])
+        if searched.idx.size:
+            sess_vec = SparseVec.sum_of([(sess_vec, 1.0), (searched, 1.0)])
         anchor_vec = SparseVec.empty()
         anchor_src: npt.NDArray[np.int64] | None = None
         if slot == "product" and anchor is not None:
@@ -464,6 +486,8 @@ class Recommender:
                 orders=orders,
                 viewed=viewed_set,
                 sess=sess_vec,
+                searched=searched,
+                queries=queries,
                 als=als,
                 evidence=evidence,
                 blend=blend,
@@ -573,6 +597,8 @@ class Recommender:
         orders: SparseVec,
         viewed: set[int],
         sess: SparseVec,
+        searched: SparseVec,
+        queries: list[str],
         als: F | None,
         evidence: float,
         blend: BlendParams,
@@ -603,6 +629,8 @@ class Recommender:
             out.append(why.viewed(pid(i), title(i)))
         if sess[i] >= 0.5:
             out.append(why.session(str(cat.category_names[cat.category[i]])))
+        if searched[i] >= 0.25 and queries:
+            out.append(why.searched(queries[0]))
         if own_block is not None:
             got = own_block.best(i)
             related = ("bought_with", "viewed_with", "bought_after")
