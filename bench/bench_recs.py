@@ -314,7 +314,7 @@ def _http_figures(url: str, now: datetime, sample: list[str], workers: int) -> l
             reference_value=0.0,
             ratio=0.0,
             target=">= 500 req/s",
-            met=got["rps"] >= 500,
+            met=bool(got["requests"]) and got["rps"] >= 500,
             note=f"{HTTP_CONNECTIONS} connections, {workers} uvicorn process(es), SQLite; "
             f"non-2xx {got['non2xx']:.0f}, socket errors {got['socket_errors']:.0f}",
         ),
@@ -326,7 +326,7 @@ def _http_figures(url: str, now: datetime, sample: list[str], workers: int) -> l
             reference_value=0.0,
             ratio=0.0,
             target="<= 25 ms",
-            met=got["p99_ms"] <= 25.0,
+            met=bool(got["requests"]) and got["p99_ms"] <= 25.0,
             note=f"{HTTP_CONNECTIONS} connections, {workers} uvicorn process(es), SQLite",
         ),
     ]
@@ -342,7 +342,9 @@ def run() -> list[Figure]:
     url, now = _big_store()
     req, sample = _request_figures(url, now)
     figures += req
-    http = _http_figures(url, now, sample, 1) + _http_figures(url, now, sample, 2)
+    # one process: on this 2-core machine shared with other work, two processes loading a
+    # 100,000-item catalog each did not settle within the run (measured), so one is reported
+    http = _http_figures(url, now, sample, int(os.environ.get("BENCH_RECS_WORKERS", "1")))
     for f in http:  # the reference of the HTTP figures: the in-process request of this run
         if f.unit == "ms":
             f.reference_value = req[0].value
