@@ -14,6 +14,7 @@ BENCHES = [
     "bench_lifetime",
     "bench_segments",
     "bench_campaigns",
+    "bench_recs",
 ]
 
 

@@ -193,7 +193,9 @@ class Concierge:
         models = _validated(Product, products)
         with self.store.write() as conn:
             self._check_catalog_currency(conn, models)
-            return catalog.upsert_products(conn, self.store, models, now_us=self._now_us())
+            out = catalog.upsert_products(conn, self.store, models, now_us=self._now_us())
+        self._catalog_changed()
+        return out
 
     def _check_catalog_currency(self, conn: Any, products: Sequence[Product]) -> None:
         if not products:
@@ -229,12 +231,16 @@ class Concierge:
     def set_stock(self, updates: Sequence[StockUpdate | dict[str, Any]]) -> dict[str, int]:
         models = _validated(StockUpdate, updates)
         with self.store.write() as conn:
-            return catalog.set_stock(conn, models, now_us=self._now_us())
+            out = catalog.set_stock(conn, models, now_us=self._now_us())
+        self._catalog_changed()
+        return out
 
     def set_price(self, updates: Sequence[PriceUpdate | dict[str, Any]]) -> dict[str, int]:
         models = _validated(PriceUpdate, updates)
         with self.store.write() as conn:
-            return catalog.set_price(conn, models, now_us=self._now_us())
+            out = catalog.set_price(conn, models, now_us=self._now_us())
+        self._catalog_changed()
+        return out
 
     def product(self, product_id: str) -> Product:
         with self.store.read() as conn:
@@ -343,8 +349,12 @@ class Concierge:
                 session_gap_minutes=self.settings.session_gap_minutes,
             ),
             "history": events,
-            # lifetime and churn, then cadence, segment and questions
-            "predictions": {**self._predictions_of(person), **predictions},
+            # lifetime and churn, then cadence, segment and questions, then what we would show
+            "predictions": {
+                **self._predictions_of(person),
+                **predictions,
+                "recommendations": self._recommendation_prediction(customer_id, anonymous_id),
+            },
             "messages": self.messages_of(person, limit=history or 20),
         }
 
@@ -639,6 +649,7 @@ class Concierge:
             reports.append(report)
         if self._per_person is not None:
             self._per_person.refresh()  # this process serves the new versions at once
+        self._models_changed()
         return reports
 
     def models(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -1029,6 +1040,119 @@ class Concierge:
         from concierge.campaigns.worker import Worker, WorkerConfig
 
         return Worker(self, channels, config=WorkerConfig(**config))
+
+    # -- recommendations -------------------------------------------------------------------
+
+    @property
+    def recommender(self) -> Any:
+        """The request path of recommendations (models and catalog kept in memory)."""
+        if getattr(self, "_recommender", None) is None:
+            from concierge.decide.recommend import Recommender
+
+            self._recommender = Recommender(
+                self.store,
+                self.registry,
+                session_gap_minutes=self.settings.session_gap_minutes,
+            )
+        return self._recommender
+
+    def _models_changed(self) -> None:
+        """This process trained: serve the new versions from the next request on (other
+        processes pick them up through ``LiveModels`` within its ``check_every_s``)."""
+        rec = getattr(self, "_recommender", None)
+        if rec is not None:
+            rec.refresh_models()
+
+    def _catalog_changed(self) -> None:
+        """This process changed the catalog: recommendations reload it on the next request
+        (other processes notice within a second, see :mod:`concierge.decide.catalog_index`)."""
+        rec = getattr(self, "_recommender", None)
+        if rec is not None:
+            rec.catalog.invalidate()
+
+    def recommend(
+        self,
+        customer_id: str | None = None,
+        *,
+        anonymous_id: str | None = None,
+        slot: str = "home",
+        k: int = 10,
+        anchor_product_id: str | None = None,
+    ) -> Any:
+        """Recommendations for a person in a slot (see :mod:`concierge.decide.recommend`).
+
+        Never raises for an unknown person, an untrained model or an empty catalog: the answer's
+        ``fallback`` says what answered instead of the full ranker.
+        """
+        return self.recommender.recommend(
+            customer_id,
+            anonymous_id=anonymous_id,
+            slot=slot,
+            k=k,
+            anchor_product_id=anchor_product_id,
+            now_us=self._now_us(),
+        )
+
+    def create_rule(self, rule: Any) -> dict[str, Any]:
+        """Store a merchandising rule (validated; a pin and an exclude of one item conflict)."""
+        from concierge.decide.rules import RuleCreate, create_rule
+
+        model = _validated(RuleCreate, [rule])[0]
+        with self.store.write() as conn:
+            out = create_rule(conn, model, now_us=self._now_us())
+        self.recommender.forget_rules()
+        return out.as_dict()
+
+    def rules(self) -> list[dict[str, Any]]:
+        from concierge.decide.rules import list_rules
+
+        with self.store.read() as conn:
+            return [r.as_dict() for r in list_rules(conn)]
+
+    def rule(self, rule_id: str) -> dict[str, Any]:
+        from concierge.decide.rules import get_rule
+
+        with self.store.read() as conn:
+            return get_rule(conn, rule_id).as_dict()
+
+    def delete_rule(self, rule_id: str) -> None:
+        from concierge.decide.rules import delete_rule
+
+        with self.store.write() as conn:
+            delete_rule(conn, rule_id)
+        self.recommender.forget_rules()
+
+    def evaluate_recommendations(
+        self,
+        *,
+        split: datetime,
+        val_days: float = 28.0,
+        truth: Path | str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """Offline evaluation, temporal split (see :mod:`concierge.evaluate.recommendations`)."""
+        from concierge.evaluate.recommendations import evaluate, sim_taste
+
+        if self.pending():
+            self.apply_pending()
+        return evaluate(
+            self.store,
+            split=split,
+            val_days=val_days,
+            taste=sim_taste(str(truth)) if truth is not None else None,
+            progress=progress,
+        )
+
+    def _recommendation_prediction(
+        self, customer_id: str | None, anonymous_id: str | None
+    ) -> dict[str, Any]:
+        recs = self.recommend(customer_id, anonymous_id=anonymous_id, k=5)
+        return {
+            "version": recs.model_versions.get("collaborative"),
+            "fallback": recs.fallback,
+            "items": [i.product_id for i in recs.items],
+            "reasons": [i.reasons[0].as_dict() for i in recs.items if i.reasons],
+        }
 
     # -- access ----------------------------------------------------------------------------
 

@@ -487,6 +487,9 @@ def create_app(
         keys.forget()
         return {"revoked": key_id}
 
+    from concierge.api.recs import router as recs_router
+
+    app.include_router(recs_router(cg, needs, json_body))
     return app
 
 

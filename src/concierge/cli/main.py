@@ -508,3 +508,4 @@ def keys_revoke(key_id: str, db: DbOpt = None, as_json: JsonOpt = False) -> None
 from concierge.cli import behaviour as _behaviour  # noqa: E402,F401  (registers commands)
 from concierge.cli import campaigns as _campaigns  # noqa: E402, F401
 from concierge.cli import lifetime as _lifetime  # noqa: E402,F401  (registers its commands)
+from concierge.cli import recs as _recs  # noqa: E402, F401  registers the recommendation commands

@@ -72,6 +72,9 @@ def trainers() -> list[Trainer]:
     found: list[Trainer] = []
     found.append(LifetimeTrainer())  # first: segments join the lifetime columns
     found += behaviour_trainers()
+    from concierge.decide.training import recommendation_trainers
+
+    found += recommendation_trainers()
     return found
 
 

@@ -405,3 +405,19 @@ worker_leases = Table(
     Column("owner", String(64), nullable=False),
     Column("until_us", BigInteger, nullable=False),
 )
+# -- recommendations --------------------------------------------------------------------------
+
+merch_rules = Table(
+    "merch_rules",
+    metadata,
+    Column("rule_id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("action", String(16), nullable=False),  # pin | boost | bury | exclude
+    Column("product_id", String(ID)),  # the item a rule is about, or
+    Column("facet", String(400)),  # every item with this facet ("brand=X", "attr:k=v", "cat=…")
+    Column("weight", Float, nullable=False),  # boost/bury strength; pin: the position (1-based)
+    Column("slots", String(200), nullable=False),  # comma-separated slots, "" for all
+    Column("starts_us", BigInteger),  # the time window (either end open when null)
+    Column("ends_us", BigInteger),
+    Column("created_us", BigInteger, nullable=False),
+)

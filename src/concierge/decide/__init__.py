@@ -1,0 +1,4 @@
+"""Decide: recommendations.
+
+Candidates -> filters -> rules -> blended ranking -> diversity -> reasons.
+"""

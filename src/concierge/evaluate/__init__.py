@@ -1,0 +1,1 @@
+"""Offline evaluation of the models and of the decisions built on them."""
