@@ -866,6 +866,50 @@ class Concierge:
             pop = anomalies.population_of(self.registry.load("anomalies").arrays)
         return anomalies.scan(self.store, now_us=self._now_us(), population_frame=pop)
 
+    # -- dashboard -------------------------------------------------------------------------
+
+    def segments_sorted(self, *, run: int | None = None, order: str = "size") -> dict[str, Any]:
+        """The segments of a run (newest by default) sorted by ``size``, ``value`` (mean CLV,
+        else net revenue), ``churn`` (mean churn risk) or ``recency``, each with its share."""
+        from concierge import dashboard as dash
+
+        if order not in ("size", "value", "churn", "recency"):
+            raise InputError.one("order", "one of size, value, churn, recency")
+        with self.store.read() as conn:
+            return dash.sorted_segments(conn, run=run, order=order)  # type: ignore[arg-type]
+
+    def segment(
+        self, segment_id: int, *, run: int | None = None, limit: int = 50, offset: int = 0
+    ) -> dict[str, Any]:
+        """One segment of a run with a page of its members and its size in every run."""
+        from concierge import dashboard as dash
+
+        with self.store.read() as conn:
+            return dash.segment_detail(conn, segment_id, run=run, limit=limit, offset=offset)
+
+    def audience_recent_changes(self, key: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest entered/left changes of an audience (by id or name), newest first."""
+        from concierge import dashboard as dash
+
+        aid = self.audience(key)["audience_id"]
+        with self.store.read() as conn:
+            return dash.recent_audience_changes(conn, aid, limit=limit)
+
+    def prediction_headline(self) -> dict[str, Any] | None:
+        """Store-wide headline predictions (people at high churn risk, due soon, total CLV,
+        number of segments) from the newest per-person models; ``None`` before any training."""
+        from concierge import dashboard as dash
+
+        names = self.per_person.names()
+        versions = {}
+        for n in names:
+            scores = self.per_person.get(n)
+            if scores is not None:
+                versions[n] = scores.info.version
+        frame = self.predictions() if versions else pl.DataFrame()
+        with self.store.read() as conn:
+            return dash.headline(frame, conn, versions=versions)
+
     # -- access ----------------------------------------------------------------------------
 
     def create_api_key(self, name: str, role: str) -> tuple[access.ApiKey, str]:
