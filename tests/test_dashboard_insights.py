@@ -177,6 +177,17 @@ def test_an_admin_creates_refreshes_and_deletes_an_audience(
     )
     changes = _rows(page, "changes")
     assert changes.count(">entered<") == 20
+    # each member with their CLV, churn risk, rhythm and segment
+    head = _rows(page, "members").split("</tr>")[0]
+    for col in ("CLV", "churn risk", "next purchase", "segment"):
+        assert f">{col}</th>" in head
+    first = members[0]
+    row = next(r for r in _rows(page, "members").split("</tr>") if f"/customers/{first}" in r)
+    fig = cg.people_figures([first])[0]
+    assert f'<td class="n">{fig["clv"]:,.2f}</td>' in row
+    assert f'<td class="n">{fig["churn_risk"] * 100:.0f}%</td>' in row
+    assert f'href="/dashboard/segments/{fig["segment_id"]}"' in row
+    assert fig["orders"] >= 3
 
     # a newcomer with three orders enters on refresh
     from helpers import purchase
@@ -458,3 +469,17 @@ def test_a_marketer_works_with_segments_and_audiences_in_chromium(
         server.wait(10)
     # the refused rule (400) and delete without the tick (400) are expected responses
     assert [p for p in problems if "status of 400" not in p] == []
+
+
+def test_people_figures_keep_the_order_asked_and_leave_out_unknown_ids(cg: Concierge) -> None:
+    shop(cg)
+    before = cg.people_figures(["c05", "nobody", "c01"])
+    assert [x["person_id"] for x in before] == ["c05", "c01"]
+    assert "clv" not in before[0]  # no model yet: profile figures only
+    cg.train(only=["lifetime"])
+    after = cg.people_figures(["c05", "c01"])
+    f = cg.predictions(["c05", "c01"])
+    assert [x["clv"] for x in after] == f["clv"].to_list()
+    assert [x["orders"] for x in after] == [2, 2]  # kind 1 buys twice (see test_segments.shop)
+    assert "segment_id" not in after[0]  # only the columns a trained model provides
+    assert cg.people_figures([]) == []

@@ -133,6 +133,51 @@ def recent_audience_changes(
     return [{"seq": s, "person_id": pid, "change": ch, "at_us": a} for s, pid, ch, a in rows]
 
 
+#: the prediction columns shown next to a person in member lists, when a model provides them
+MEMBER_COLUMNS = ("clv", "churn_risk", "p_alive", "due_soon", "overdue", "segment_id")
+
+
+def people_figures(
+    conn: Connection, predictions: pl.DataFrame, person_ids: list[str]
+) -> list[dict[str, Any]]:
+    """Orders, revenue and last seen (profiles) plus the member-list prediction columns of
+    ``person_ids``, in that order; a person without a profile is left out."""
+    if not person_ids:
+        return []
+    p = t.profiles
+    from concierge.store.engine import among
+
+    prof: dict[str, Any] = {}
+    for clause in among(conn, p.c.person_id, person_ids):
+        for r in conn.execute(
+            select(p.c.person_id, p.c.known, p.c.n_orders, p.c.revenue, p.c.last_seen_us).where(
+                clause
+            )
+        ):
+            prof[r.person_id] = r
+    cols = [c for c in MEMBER_COLUMNS if c in predictions.columns]
+    preds: dict[str, dict[str, Any]] = {}
+    if cols and predictions.height:
+        for row in predictions.select("person_id", *cols).iter_rows(named=True):
+            preds[row.pop("person_id")] = row
+    out = []
+    for pid in person_ids:
+        rec = prof.get(pid)
+        if rec is None:
+            continue
+        out.append(
+            {
+                "person_id": pid,
+                "known": bool(rec.known),
+                "orders": int(rec.n_orders),
+                "revenue": float(rec.revenue),
+                "last_seen": from_us(int(rec.last_seen_us)).isoformat(),
+                **{c: preds.get(pid, {}).get(c) for c in cols},
+            }
+        )
+    return out
+
+
 def headline(
     frame: pl.DataFrame,
     conn: Connection,

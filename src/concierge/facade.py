@@ -895,6 +895,16 @@ class Concierge:
         with self.store.read() as conn:
             return dash.recent_audience_changes(conn, aid, limit=limit)
 
+    def people_figures(self, person_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """For member lists: orders, revenue, last seen and the newest CLV, churn risk, P(alive),
+        cadence flags and segment of each person (in the order given; unknown ids left out)."""
+        from concierge import dashboard as dash
+
+        ids = list(person_ids)
+        frame = self.predictions(ids) if ids and self.per_person.names() else pl.DataFrame()
+        with self.store.read() as conn:
+            return dash.people_figures(conn, frame, ids)
+
     def prediction_headline(self) -> dict[str, Any] | None:
         """Store-wide headline predictions (people at high churn risk, due soon, total CLV,
         number of segments) from the newest per-person models; ``None`` before any training."""

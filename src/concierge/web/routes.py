@@ -364,6 +364,9 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
             )
         except NotFoundError as e:
             return page("missing.html", status=404, key=key, nav="segments", what=str(e))
+        data["members"] = await asyncio.to_thread(
+            cg.people_figures, [m["person_id"] for m in data["members"]]
+        )
         return page(
             "segment.html",
             key=key,
@@ -454,6 +457,21 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
             status_code=303,
         )
 
+    def audience_data(audience_key: str, page_no: int) -> dict[str, Any]:
+        aud = cg.audience(audience_key)
+        members = cg.audience_members(aud["audience_id"], limit=PAGE, offset=(page_no - 1) * PAGE)
+        people = cg.people_figures([m["person_id"] for m in members["members"]])
+        entered = {m["person_id"]: m["entered_us"] for m in members["members"]}
+        for x in people:
+            x["entered_us"] = entered[x["person_id"]]
+        return {
+            "a": aud,
+            "members": people,
+            "changes": cg.audience_recent_changes(aud["audience_id"], limit=50),
+            "page_no": page_no,
+            "pages": max(1, math.ceil(aud["members"] / PAGE)),
+        }
+
     @router.get("/audiences/{audience_key}")
     async def audience(
         request: Request,
@@ -465,16 +483,8 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         if key is None:
             return to_login(request)
 
-        def load() -> dict[str, Any]:
-            aud = cg.audience(audience_key)
-            members = cg.audience_members(
-                aud["audience_id"], limit=PAGE, offset=(page_no - 1) * PAGE
-            )
-            changes = cg.audience_recent_changes(aud["audience_id"], limit=50)
-            return {"a": aud, "members": members["members"], "changes": changes}
-
         try:
-            data = await asyncio.to_thread(load)
+            data = await asyncio.to_thread(audience_data, audience_key, page_no)
         except NotFoundError:
             return page(
                 "missing.html",
@@ -492,8 +502,6 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
             key=key,
             nav="audiences",
             **data,
-            page_no=page_no,
-            pages=max(1, math.ceil(data["a"]["members"] / PAGE)),
             can_write=can_write(key),
             csrf=csrf_token(request),
             notice=notices.get(done),
@@ -543,22 +551,13 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
                 what=f"No audience {audience_key!r}.",
             )
         if form.get("confirm") != "yes":
-            members = await asyncio.to_thread(
-                cg.audience_members, aud["audience_id"], limit=PAGE, offset=0
-            )
-            changes = await asyncio.to_thread(
-                cg.audience_recent_changes, aud["audience_id"], limit=50
-            )
+            data = await asyncio.to_thread(audience_data, aud["audience_id"], 1)
             return page(
                 "audience.html",
                 status=400,
                 key=key,
                 nav="audiences",
-                a=aud,
-                members=members["members"],
-                changes=changes,
-                page_no=1,
-                pages=max(1, math.ceil(aud["members"] / PAGE)),
+                **data,
                 can_write=True,
                 csrf=csrf_token(request),
                 notice=None,
