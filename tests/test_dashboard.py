@@ -193,9 +193,7 @@ def test_predictions_and_trained_models_appear(cg: Concierge) -> None:
         }
     ]
     # the lifetime model has its own panel (see test_dashboard_insights)
-    assert view["lifetime"]["version"] == 3 and view["lifetime"]["reasons"] == [
-        "bought 2 days ago"
-    ]
+    assert view["lifetime"]["version"] == 3 and view["lifetime"]["reasons"] == ["bought 2 days ago"]
     secret = cg.create_api_key("r", "read")[1]
     with TestClient(create_app(concierge=cg), follow_redirects=False) as client:
         _login(client, secret)
