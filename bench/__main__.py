@@ -7,7 +7,14 @@ import sys
 
 from bench.common import Figure, write
 
-BENCHES = ["bench_import", "bench_rebuild", "bench_http_ingest", "bench_lifetime", "bench_segments"]
+BENCHES = [
+    "bench_import",
+    "bench_rebuild",
+    "bench_http_ingest",
+    "bench_lifetime",
+    "bench_segments",
+    "bench_dashboard",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -13,10 +13,13 @@ from typing import Any
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from concierge import Concierge
 from concierge.api.app import create_app
 from concierge.web.routes import customer_view
+from helpers import purchase, shoe
 from test_api_durability import free_port, start_server
 from test_dashboard import _login
 from test_dashboard import chromium as chromium  # the fixture
@@ -190,8 +193,6 @@ def test_an_admin_creates_refreshes_and_deletes_an_audience(
     assert fig["orders"] >= 3
 
     # a newcomer with three orders enters on refresh
-    from helpers import purchase
-
     cg.ingest([purchase(f"zed-{k}", "zed", 2 + k, [("p1", 1, 50.0)]) for k in range(3)])
     token = _csrf(page)
     done = _post(client, f"/dashboard/audiences/{aud['audience_id']}/refresh", csrf=token)
@@ -483,3 +484,72 @@ def test_people_figures_keep_the_order_asked_and_leave_out_unknown_ids(cg: Conci
     assert [x["orders"] for x in after] == [2, 2]  # kind 1 buys twice (see test_segments.shop)
     assert "segment_id" not in after[0]  # only the columns a trained model provides
     assert cg.people_figures([]) == []
+
+
+# -- invariant 6: bad input gets a clear error naming the field, nothing stored is harmed ------
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "orders",
+        "clv",
+        "churn_risk",
+        "consent.email",
+        "nope",
+        "segment_id",
+        ">=",
+        "<",
+        "==",
+        "and",
+        "or",
+        "not",
+        "(",
+        ")",
+        "2",
+        "0.5",
+        "'men'",
+        "in",
+        "[",
+        "]",
+        "is",
+        "null",
+        "__import__",
+        "1+1",
+        ";",
+        "x.y.z",
+        '"',
+        "é",
+    ]
+)
+_RULES = st.one_of(st.lists(_FRAGMENTS, max_size=8).map(" ".join), st.text(max_size=40))
+_NAMES = st.one_of(
+    st.sampled_from(["loyal", "Loyal 2", "", " ", "a" * 201, "<b>x</b>", "ok.name"]),
+    st.text(max_size=12),
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=_NAMES, rule=_RULES)
+def test_any_create_form_is_created_or_refused_naming_the_field(
+    tmp_path_factory: Any, name: str, rule: str
+) -> None:
+    path = tmp_path_factory.mktemp("dash") / "d.db"
+    with Concierge(f"sqlite:///{path}") as c:
+        c.upsert_products([shoe("p1")])
+        c.ingest([purchase("b1", "ann", 2, [("p1", 1, 120.0)])])
+        kept = c.create_audience("kept", "orders >= 1")
+        secret = c.create_api_key("a", "admin")[1]
+        with TestClient(create_app(concierge=c), follow_redirects=False) as client:
+            _login(client, secret)
+            token = _csrf(client.get("/dashboard/audiences").text)
+            resp = _post(client, "/dashboard/audiences", csrf=token, name=name, rule=rule)
+        names = [a["name"] for a in c.audiences()]
+        if resp.status_code == 303:
+            assert sorted(names) == sorted(["kept", name.strip()])
+        else:
+            assert resp.status_code in (400, 409), resp.text[:300]
+            err = re.search(r'<p class="error" id="error">(.*?)</p>', resp.text, re.S)
+            assert err and re.match(r"(name|rule): |an audience named", err.group(1)), resp.text
+            assert names == ["kept"]
+        assert c.audience("kept")["members"] == kept["members"] == 1
