@@ -124,7 +124,9 @@ def test_flows_runs_and_a_segment_with_its_members(cg: Concierge, client: TestCl
     person = members[0]
     doc = cg.customer_by_person(person, history=0)
     assert doc["predictions"]["segments"]["segment_id"] == seg["segment_id"]
-    assert client.get(f"/dashboard/customers/{person}").status_code == 200
+    c360 = client.get(f"/dashboard/customers/{person}").text
+    hist = _rows(c360, "segment-history")  # two runs: the person's migration is shown
+    assert hist.count("<tr>") == 3 and [h["run_id"] for h in cg.segment_history(person)] == [1, 2]
     assert "Size over runs" in one.text and seg["label"].replace("'", "&#39;") in one.text
     older = client.get(f"/dashboard/segments/{seg['segment_id']}", params={"run": 1})
     assert older.status_code in (200, 404)  # the segment may be new in run 2
