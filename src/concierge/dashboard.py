@@ -225,13 +225,3 @@ def headline(
         out["segment_run"] = int(run.run_id)
     out["high_churn_threshold"] = high_churn
     return out
-
-
-def audience_field_groups(fields: dict[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """The known rule fields grouped by their prefix (``consent.``, ``affinity.``, …) for the
-    create form's reference list; fields without a dot go under "profile and predictions"."""
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for name in sorted(fields):
-        head = name.split(".", 1)[0] if "." in name else "profile and predictions"
-        groups.setdefault(head, []).append((name, fields[name]))
-    return sorted(groups.items(), key=lambda kv: (kv[0] != "profile and predictions", kv[0]))

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import polars as pl
@@ -876,7 +876,7 @@ class Concierge:
         if order not in ("size", "value", "churn", "recency"):
             raise InputError.one("order", "one of size, value, churn, recency")
         with self.store.read() as conn:
-            return dash.sorted_segments(conn, run=run, order=order)  # type: ignore[arg-type]
+            return dash.sorted_segments(conn, run=run, order=cast(dash.SegmentOrder, order))
 
     def segment(
         self, segment_id: int, *, run: int | None = None, limit: int = 50, offset: int = 0

@@ -36,7 +36,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from concierge.access import GRANTS, ApiKey
-from concierge.dashboard import audience_field_groups
 from concierge.errors import ConflictError, InputError, NotFoundError
 from concierge.facade import Concierge
 
@@ -773,6 +772,16 @@ def _questions(body: Any) -> dict[str, Any] | None:
         "answered": [q for q in qs if q.get("status") != "pending"],
         "kept_apart": len(body.get("kept_apart_from_taste") or []),
     }
+
+
+def audience_field_groups(fields: dict[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The known rule fields grouped by their prefix (``consent.``, ``affinity.``, …) for the
+    create form's reference list; fields without a dot go under "profile and predictions"."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name in sorted(fields):
+        head = name.split(".", 1)[0] if "." in name else "profile and predictions"
+        groups.setdefault(head, []).append((name, fields[name]))
+    return sorted(groups.items(), key=lambda kv: (kv[0] != "profile and predictions", kv[0]))
 
 
 def _trait(v: Any) -> str:
