@@ -15,6 +15,7 @@ BENCHES = [
     "bench_segments",
     "bench_campaigns",
     "bench_recs",
+    "bench_dashboard",
 ]
 
 

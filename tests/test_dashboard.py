@@ -181,15 +181,19 @@ def test_predictions_and_trained_models_appear(cg: Concierge) -> None:
             "reasons": [{"code": "recency", "text": "bought 2 days ago"}],
         }
     }
+    doc["predictions"]["demo-model"] = dict(doc["predictions"]["lifetime"], version=1)
     view = customer_view(doc, "EUR")
+    # a model of unknown shape: its scalar values and reasons, generically
     assert view["predictions"] == [
         {
-            "model": "lifetime",
-            "version": 3,
+            "model": "demo-model",
+            "version": 1,
             "values": [("p_alive", "0.812"), ("clv", "210.5")],
             "reasons": ["bought 2 days ago"],
         }
     ]
+    # the lifetime model has its own panel (see test_dashboard_insights)
+    assert view["lifetime"]["version"] == 3 and view["lifetime"]["reasons"] == ["bought 2 days ago"]
     secret = cg.create_api_key("r", "read")[1]
     with TestClient(create_app(concierge=cg), follow_redirects=False) as client:
         _login(client, secret)

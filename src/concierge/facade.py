@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import polars as pl
@@ -896,6 +896,7 @@ class Concierge:
                 half_life_days=self.settings.affinity_half_life_days,
                 session_gap_minutes=self.settings.session_gap_minutes,
                 now_us=self._now_us,
+                recommend=self.recommend,  # the email slot of the recommender (crowd fallback)
             )
         return self._campaign_engine
 
@@ -1153,6 +1154,60 @@ class Concierge:
             "items": [i.product_id for i in recs.items],
             "reasons": [i.reasons[0].as_dict() for i in recs.items if i.reasons],
         }
+
+    # -- dashboard -------------------------------------------------------------------------
+
+    def segments_sorted(self, *, run: int | None = None, order: str = "size") -> dict[str, Any]:
+        """The segments of a run (newest by default) sorted by ``size``, ``value`` (mean CLV,
+        else net revenue), ``churn`` (mean churn risk) or ``recency``, each with its share."""
+        from concierge import dashboard as dash
+
+        if order not in ("size", "value", "churn", "recency"):
+            raise InputError.one("order", "one of size, value, churn, recency")
+        with self.store.read() as conn:
+            return dash.sorted_segments(conn, run=run, order=cast(dash.SegmentOrder, order))
+
+    def segment(
+        self, segment_id: int, *, run: int | None = None, limit: int = 50, offset: int = 0
+    ) -> dict[str, Any]:
+        """One segment of a run with a page of its members and its size in every run."""
+        from concierge import dashboard as dash
+
+        with self.store.read() as conn:
+            return dash.segment_detail(conn, segment_id, run=run, limit=limit, offset=offset)
+
+    def audience_recent_changes(self, key: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest entered/left changes of an audience (by id or name), newest first."""
+        from concierge import dashboard as dash
+
+        aid = self.audience(key)["audience_id"]
+        with self.store.read() as conn:
+            return dash.recent_audience_changes(conn, aid, limit=limit)
+
+    def people_figures(self, person_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """For member lists: orders, revenue, last seen and the newest CLV, churn risk, P(alive),
+        cadence flags and segment of each person (in the order given; unknown ids left out)."""
+        from concierge import dashboard as dash
+
+        ids = list(person_ids)
+        frame = self.predictions(ids) if ids and self.per_person.names() else pl.DataFrame()
+        with self.store.read() as conn:
+            return dash.people_figures(conn, frame, ids)
+
+    def prediction_headline(self) -> dict[str, Any] | None:
+        """Store-wide headline predictions (people at high churn risk, due soon, total CLV,
+        number of segments) from the newest per-person models; ``None`` before any training."""
+        from concierge import dashboard as dash
+
+        names = self.per_person.names()
+        versions = {}
+        for n in names:
+            scores = self.per_person.get(n)
+            if scores is not None:
+                versions[n] = scores.info.version
+        frame = self.predictions() if versions else pl.DataFrame()
+        with self.store.read() as conn:
+            return dash.headline(frame, conn, versions=versions)
 
     # -- access ----------------------------------------------------------------------------
 

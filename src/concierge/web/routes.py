@@ -7,6 +7,13 @@ script has nothing to break. Templates run in Jinja2 with autoescape and ``Stric
 a shopper's name like ``<script>`` is shown as text, and a template that names a missing value
 fails in the tests instead of printing an empty cell.
 
+Write forms (create, refresh and delete an audience) are shown to ``admin`` keys only, and every
+POST route checks the role again (a ``read`` key gets 403) and a per-session CSRF token: sign-in
+sets a random session id in a second HttpOnly cookie, and the token in each form is
+HMAC-SHA256(key secret, session id). The cookies are already ``SameSite=Strict``; the token
+means a forged cross-site form fails even in a browser that ignores SameSite, it changes with
+every sign-in, and it needs no server-side session table (several API processes agree on it).
+
 Sign-in takes an API key with the ``read`` right (a ``read`` or ``admin`` key) and keeps it in an
 ``HttpOnly``, ``SameSite=Strict`` cookie scoped to ``/dashboard``; every page looks the key up
 again through the API's key cache, so a revoked key stops working within the cache's TTL.
@@ -15,7 +22,10 @@ again through the API's key cache, so a revoked key stops working within the cac
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import math
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +36,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from concierge.access import GRANTS, ApiKey
-from concierge.errors import NotFoundError
+from concierge.errors import ConflictError, InputError, NotFoundError
 from concierge.facade import Concierge
 
 COOKIE = "concierge_key"
+SESSION = "concierge_session"
 PREFIX = "/dashboard"
 PAGE = 50
 
@@ -138,12 +149,21 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         resp.set_cookie(
             COOKIE, secret, httponly=True, samesite="strict", path=PREFIX, max_age=8 * 3600
         )
+        resp.set_cookie(
+            SESSION,
+            secrets.token_urlsafe(18),
+            httponly=True,
+            samesite="strict",
+            path=PREFIX,
+            max_age=8 * 3600,
+        )
         return resp
 
     @router.post("/logout")
     def logout() -> Response:
         resp = RedirectResponse(f"{PREFIX}/login", status_code=303)
         resp.delete_cookie(COOKIE, path=PREFIX)
+        resp.delete_cookie(SESSION, path=PREFIX)
         return resp
 
     @router.get("")
@@ -153,7 +173,8 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
             return to_login(request)
         await settle()
         data = await asyncio.to_thread(cg.overview)
-        return page("overview.html", key=key, nav="overview", **data)
+        headline = await asyncio.to_thread(cg.prediction_headline)
+        return page("overview.html", key=key, nav="overview", headline=headline, **data)
 
     @router.get("/customers")
     async def customers(
@@ -245,6 +266,307 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         rows = await asyncio.to_thread(cg.models)
         return page("models.html", key=key, nav="models", rows=rows)
 
+    # -- segments and audiences ----------------------------------------------------------
+
+    def csrf_token(request: Request) -> str:
+        """The form token of this sign-in ("" when the session cookie is missing)."""
+        secret = request.cookies.get(COOKIE) or ""
+        sid = request.cookies.get(SESSION) or ""
+        if not secret or not sid:
+            return ""
+        return hmac.new(secret.encode(), sid.encode(), hashlib.sha256).hexdigest()
+
+    def can_write(key: ApiKey) -> bool:
+        return "admin" in GRANTS[key.role]
+
+    def forbidden(key: ApiKey, what: str) -> HTMLResponse:
+        return page("missing.html", status=403, key=key, nav="audiences", what=what)
+
+    async def writable_form(
+        request: Request, key: ApiKey
+    ) -> tuple[dict[str, str], HTMLResponse | None]:
+        """The posted form, or the 403 page when the key may not write or the token is off."""
+        form = {
+            k: v[0]
+            for k, v in parse_qs(
+                (await request.body()).decode("utf-8", "replace"), keep_blank_values=True
+            ).items()
+        }
+        if not can_write(key):
+            return form, forbidden(key, f"A {key.role} key cannot change audiences.")
+        expected = csrf_token(request)
+        if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
+            return form, forbidden(
+                key, "The form expired or did not come from this dashboard: reload and retry."
+            )
+        return form, None
+
+    @router.get("/segments")
+    async def segments(
+        request: Request,
+        order: str = Query("size", pattern="^(size|value|churn|recency)$"),
+        run: int | None = Query(None, ge=1),
+    ) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+        runs = await asyncio.to_thread(cg.segment_runs)
+        if not runs:
+            return page(
+                "segments.html",
+                key=key,
+                nav="segments",
+                data=None,
+                runs=[],
+                flows=None,
+                order=order,
+            )
+        try:
+            data = await asyncio.to_thread(cg.segments_sorted, run=run, order=order)
+        except NotFoundError:
+            return page(
+                "missing.html",
+                status=404,
+                key=key,
+                nav="segments",
+                what=f"No segmentation run {run}.",
+            )
+        flows = None
+        try:
+            flows = await asyncio.to_thread(cg.segment_flows, to_run=data["run_id"], top=30)
+        except NotFoundError:
+            flows = None  # the first run has nothing before it
+        return page(
+            "segments.html",
+            key=key,
+            nav="segments",
+            data=data,
+            runs=runs,
+            flows=flows,
+            order=order,
+            currency=cg.currency() or "",
+        )
+
+    @router.get("/segments/{segment_id}")
+    async def segment(
+        request: Request,
+        segment_id: int,
+        run: int | None = Query(None, ge=1),
+        page_no: int = Query(1, alias="page", ge=1, le=100_000),
+    ) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+        try:
+            data = await asyncio.to_thread(
+                cg.segment, segment_id, run=run, limit=PAGE, offset=(page_no - 1) * PAGE
+            )
+        except NotFoundError as e:
+            return page("missing.html", status=404, key=key, nav="segments", what=str(e))
+        data["members"] = await asyncio.to_thread(
+            cg.people_figures, [m["person_id"] for m in data["members"]]
+        )
+        return page(
+            "segment.html",
+            key=key,
+            nav="segments",
+            d=data,
+            s=data["segment"],
+            page_no=page_no,
+            pages=max(1, math.ceil(data["total"] / PAGE)),
+            currency=cg.currency() or "",
+        )
+
+    def audiences_page(
+        request: Request,
+        key: ApiKey,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        error_field: str | None = None,
+        values: dict[str, str] | None = None,
+        notice: str | None = None,
+    ) -> HTMLResponse:
+        rows = cg.audiences()
+        fields = cg.audience_fields()
+        return page(
+            "audiences.html",
+            status=status,
+            key=key,
+            nav="audiences",
+            rows=rows,
+            can_write=can_write(key),
+            csrf=csrf_token(request),
+            error=error,
+            error_field=error_field,
+            values=values or {"name": "", "rule": "", "description": ""},
+            groups=audience_field_groups(fields),
+            notice=notice,
+        )
+
+    @router.get("/audiences")
+    async def audiences(request: Request, deleted: str = Query("", max_length=200)) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+        await settle()
+        notice = f"Deleted the audience {deleted}." if deleted else None
+        return await asyncio.to_thread(audiences_page, request, key, notice=notice)
+
+    @router.post("/audiences")
+    async def create_audience(request: Request) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+        form, refused = await writable_form(request, key)
+        if refused is not None:
+            return refused
+        values = {k: form.get(k, "").strip() for k in ("name", "rule", "description")}
+        await settle()
+        try:
+            aud = await asyncio.to_thread(
+                cg.create_audience,
+                values["name"],
+                values["rule"],
+                description=values["description"] or None,
+            )
+        except InputError as e:
+            first = e.errors[0] if e.errors else None
+            return await asyncio.to_thread(
+                audiences_page,
+                request,
+                key,
+                status=400,
+                error=e.message,
+                error_field=first.field if first else None,
+                values=values,
+            )
+        except ConflictError as e:
+            return await asyncio.to_thread(
+                audiences_page,
+                request,
+                key,
+                status=409,
+                error=str(e),
+                error_field="name",
+                values=values,
+            )
+        return RedirectResponse(
+            f"{PREFIX}/audiences/{quote(aud['audience_id'], safe='')}?done=created",
+            status_code=303,
+        )
+
+    def audience_data(audience_key: str, page_no: int) -> dict[str, Any]:
+        aud = cg.audience(audience_key)
+        members = cg.audience_members(aud["audience_id"], limit=PAGE, offset=(page_no - 1) * PAGE)
+        people = cg.people_figures([m["person_id"] for m in members["members"]])
+        entered = {m["person_id"]: m["entered_us"] for m in members["members"]}
+        for x in people:
+            x["entered_us"] = entered[x["person_id"]]
+        return {
+            "a": aud,
+            "members": people,
+            "changes": cg.audience_recent_changes(aud["audience_id"], limit=50),
+            "page_no": page_no,
+            "pages": max(1, math.ceil(aud["members"] / PAGE)),
+        }
+
+    @router.get("/audiences/{audience_key}")
+    async def audience(
+        request: Request,
+        audience_key: str,
+        page_no: int = Query(1, alias="page", ge=1, le=100_000),
+        done: str = Query("", max_length=40),
+    ) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+
+        try:
+            data = await asyncio.to_thread(audience_data, audience_key, page_no)
+        except NotFoundError:
+            return page(
+                "missing.html",
+                status=404,
+                key=key,
+                nav="audiences",
+                what=f"No audience {audience_key!r}.",
+            )
+        notices = {
+            "refreshed": "Re-evaluated.",
+            "created": "Created and evaluated.",
+        }
+        return page(
+            "audience.html",
+            key=key,
+            nav="audiences",
+            **data,
+            can_write=can_write(key),
+            csrf=csrf_token(request),
+            notice=notices.get(done),
+            error=None,
+        )
+
+    @router.post("/audiences/{audience_key}/refresh")
+    async def refresh_audience(request: Request, audience_key: str) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+        _form, refused = await writable_form(request, key)
+        if refused is not None:
+            return refused
+        await settle()
+        try:
+            (res,) = await asyncio.to_thread(cg.refresh_audiences, only=audience_key)
+        except NotFoundError:
+            return page(
+                "missing.html",
+                status=404,
+                key=key,
+                nav="audiences",
+                what=f"No audience {audience_key!r}.",
+            )
+        return RedirectResponse(
+            f"{PREFIX}/audiences/{quote(res['audience_id'], safe='')}?done=refreshed",
+            status_code=303,
+        )
+
+    @router.post("/audiences/{audience_key}/delete")
+    async def delete_audience(request: Request, audience_key: str) -> Response:
+        key = await signed_in(request)
+        if key is None:
+            return to_login(request)
+        form, refused = await writable_form(request, key)
+        if refused is not None:
+            return refused
+        try:
+            aud = await asyncio.to_thread(cg.audience, audience_key)
+        except NotFoundError:
+            return page(
+                "missing.html",
+                status=404,
+                key=key,
+                nav="audiences",
+                what=f"No audience {audience_key!r}.",
+            )
+        if form.get("confirm") != "yes":
+            data = await asyncio.to_thread(audience_data, aud["audience_id"], 1)
+            return page(
+                "audience.html",
+                status=400,
+                key=key,
+                nav="audiences",
+                **data,
+                can_write=True,
+                csrf=csrf_token(request),
+                notice=None,
+                error="Tick “yes, delete this audience” to confirm.",
+            )
+        await asyncio.to_thread(cg.delete_audience, aud["audience_id"])
+        return RedirectResponse(
+            f"{PREFIX}/audiences?deleted={quote(aud['name'], safe='')}", status_code=303
+        )
+
     return router
 
 
@@ -282,31 +604,184 @@ def customer_view(c: dict[str, Any], currency: str) -> dict[str, Any]:
     keys = [(k, label) for k, label in _FACETS if k in aff]
     keys += [(k, k.removeprefix("attr:")) for k in sorted(aff) if k.startswith("attr:")]
     affinities = [(label, aff[k][:3]) for k, label in keys if aff[k]]
+    preds = c.get("predictions") or {}
     predictions = []
-    for model, body in (c.get("predictions") or {}).items():
-        if not isinstance(body, dict):
+    for model, body in preds.items():
+        if not isinstance(body, dict) or model in STRUCTURED:
             continue
-        values = [
-            (k, _fmt_value(v))
-            for k, v in body.items()
-            if k not in ("version", "reasons") and not isinstance(v, dict | list)
-        ]
-        predictions.append(
-            {
-                "model": model,
-                "version": body.get("version"),
-                "values": values,
-                "reasons": [_reason(r) for r in body.get("reasons") or []],
-            }
-        )
+        predictions.append(_generic(model, body))
     return {
         "title": title,
         "cards": cards,
         "traits": shown_traits,
         "affinities": affinities,
         "predictions": predictions,
+        "lifetime": _lifetime(preds.get("lifetime"), currency),
+        "churn": _churn(preds.get("churn")),
+        "cadence": _cadence(preds.get("cadence")),
+        "segment": _segment(preds.get("segments")),
+        "questions": _questions(preds.get("anomalies")),
         "timeline": [_timeline_row(e, currency) for e in c["history"]],
     }
+
+
+#: models whose 360 output has a known shape and its own panel; any other model is shown
+#: generically (its scalar values and reasons)
+STRUCTURED = ("lifetime", "churn", "cadence", "segments", "anomalies")
+
+
+def _generic(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    values = [
+        (k, _fmt_value(v))
+        for k, v in body.items()
+        if k not in ("version", "reasons") and not isinstance(v, dict | list)
+    ]
+    return {
+        "model": model,
+        "version": body.get("version"),
+        "values": values,
+        "reasons": [_reason(r) for r in body.get("reasons") or []],
+    }
+
+
+def _head(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": body.get("version"),
+        "as_of": body.get("as_of"),
+        "reasons": [_reason(r) for r in body.get("reasons") or []],
+    }
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{float(v) * 100:.0f}%"
+
+
+def _days(v: Any) -> str:
+    return "—" if v is None else f"{float(v):,.0f} days"
+
+
+def _lifetime(body: Any, currency: str) -> dict[str, Any] | None:
+    """P(alive), expected purchases, spend and CLV of one person, formatted."""
+    if not isinstance(body, dict):
+        return None
+    out = _head(body) | {"scored": bool(body.get("scored")), "figures": []}
+    if out["scored"]:
+        horizon = body.get("clv_horizon_days")
+        out["p_alive"] = float(body["p_alive"])
+        out["figures"] = [
+            ("P(alive)", _pct(body["p_alive"])),
+            ("expected purchases, 30 days", _num(body["expected_purchases_30d"], 2)),
+            ("expected purchases, 90 days", _num(body["expected_purchases_90d"], 2)),
+            ("expected spend per order", _money(body["expected_spend"], currency)),
+            (
+                "CLV" + (f" ({horizon:.0f}-day horizon)" if horizon else ""),
+                _money(body["clv"], currency),
+            ),
+        ]
+    return out
+
+
+def _churn(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict):
+        return None
+    out = _head(body) | {"scored": bool(body.get("scored")), "figures": []}
+    if out["scored"]:
+        risk = float(body["churn_risk"])
+        out["risk"] = risk
+        out["level"] = "high" if risk >= 0.5 else "medium" if risk >= 0.25 else "low"
+        window = body.get("window_days")
+        out["figures"] = [
+            ("churn risk" + (f" (no purchase in {window:.0f} days)" if window else ""), _pct(risk)),
+            ("days since the last purchase", _days(body.get("days_since_last_purchase"))),
+            ("usual gap", _days(body.get("usual_gap_days"))),
+            ("lateness against their rhythm", _num(body.get("overdue_ratio"), 1) + " times"),
+        ]
+    return out
+
+
+def _due(days: Any) -> str:
+    if days is None:
+        return "—"
+    d = float(days)
+    if d < 0:
+        return f"{-d:,.0f} days ago"
+    return "today" if d < 0.5 else f"in {d:,.0f} days"
+
+
+def _window(w: Any) -> str:
+    if not isinstance(w, list | tuple) or len(w) != 2 or w[0] is None or w[1] is None:
+        return "—"
+    return f"{float(w[0]):,.0f} to {float(w[1]):,.0f} days"
+
+
+def _status(due_soon: Any, overdue: Any) -> tuple[str, str]:
+    if overdue:
+        return "overdue", "warn"
+    if due_soon:
+        return "due soon", "ok"
+    return "not yet", "muted"
+
+
+def _cadence(body: Any) -> dict[str, Any] | None:
+    """The next-purchase window overall and per category, with due soon / overdue flags."""
+    if not isinstance(body, dict):
+        return None
+    status, cls = _status(body.get("due_soon"), body.get("overdue"))
+    return _head(body) | {
+        "status": status,
+        "status_class": cls,
+        "figures": [
+            ("next purchase due", _due(body.get("next_purchase_due_days"))),
+            ("purchase window", _window(body.get("purchase_window_days"))),
+            ("cadence", _days(body.get("cadence_days"))),
+            ("likely to resell", "yes" if body.get("likely_to_sell") else "no"),
+        ],
+        "categories": [
+            {
+                "category": x["category"],
+                "purchases": x["purchases"],
+                "last_purchase": x["last_purchase"],
+                "interval": _days(x.get("expected_interval_days")),
+                "window": _window(x.get("window_days")),
+                "due": _due(x.get("next_purchase_due_days")),
+                "status": _status(x.get("due_soon"), x.get("overdue"))[0],
+                "status_class": _status(x.get("due_soon"), x.get("overdue"))[1],
+            }
+            for x in body.get("categories") or []
+        ],
+    }
+
+
+def _segment(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict):
+        return None
+    return _head(body) | {
+        "segment_id": body.get("segment_id"),
+        "label": body.get("label"),
+        "size": body.get("size"),
+        "history": list(body.get("history") or []),
+    }
+
+
+def _questions(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict):
+        return None
+    qs = list(body.get("questions") or [])
+    return _head(body) | {
+        "pending": [q for q in qs if q.get("status") == "pending"],
+        "answered": [q for q in qs if q.get("status") != "pending"],
+        "kept_apart": len(body.get("kept_apart_from_taste") or []),
+    }
+
+
+def audience_field_groups(fields: dict[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The known rule fields grouped by their prefix (``consent.``, ``affinity.``, …) for the
+    create form's reference list; fields without a dot go under "profile and predictions"."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name in sorted(fields):
+        head = name.split(".", 1)[0] if "." in name else "profile and predictions"
+        groups.setdefault(head, []).append((name, fields[name]))
+    return sorted(groups.items(), key=lambda kv: (kv[0] != "profile and predictions", kv[0]))
 
 
 def _trait(v: Any) -> str:
