@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 
 from concierge import Concierge
 from concierge.clock import FrozenClock
@@ -26,6 +27,12 @@ PG_URL = os.environ.get(
 )
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+# Property tests draw the same examples on every run (CI stays reproducible); set
+# CONCIERGE_TEST_FREE_RNG=1 to let hypothesis explore new ones.
+hypothesis_settings.register_profile("fixed", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("free", print_blob=True)
+hypothesis_settings.load_profile("free" if os.environ.get("CONCIERGE_TEST_FREE_RNG") else "fixed")
 
 
 def _pg_available() -> bool:

@@ -278,6 +278,15 @@ op = st.one_of(
         ("merge", "u2", "u1"),
     ]
 )
+@example(  # found by hypothesis: a chain of merges into a person merged away before
+    ops=[
+        ("buy", "u4", "p1"),
+        ("buy", "u4", "p1"),
+        ("merge", "u2", "u4"),
+        ("merge", "u1", "u1"),
+        ("merge", "u1", "u4"),
+    ]
+)
 def test_incremental_evaluation_equals_full(
     tmp_path_factory: Any, ops: list[tuple[Any, ...]]
 ) -> None:
