@@ -327,6 +327,11 @@ def test_online_retail_evaluation(tmp_path: Path, shared_data: Path) -> None:
     churn = report["churn"]["holdout"]
     assert churn["auc"] > 0.7
     assert churn["brier"] < report["churn"]["baseline_1_minus_p_alive"]["brier"]
+    # churn reads the cadence rhythm; the shrunk-mean rhythm is the reference of the same run
+    assert report["churn"]["rhythm"] == "cadence"
+    ref = report["churn"]["reference_shrunk_mean_rhythm"]["holdout"]
+    assert churn["brier"] <= ref["brier"] and churn["log_loss"] <= ref["log_loss"]
+    assert churn["auc"] > ref["auc"] - 0.005
     mean_predicted = sum(r["mean_predicted"] * r["n"] for r in churn["reliability"]) / churn["n"]
     # fitted on May-September, scored on the autumn peak, when fewer customers lapse
     assert abs(mean_predicted - churn["observed_rate"]) < 0.15

@@ -13,7 +13,8 @@ _DRIVER_TEXT = {
     "p_alive": "probability still active",
     "log_frequency": "number of repeat purchases",
     "log_days_since_last": "days since the last purchase",
-    "log_overdue": "lateness against their own rhythm",
+    "log_overdue": "lateness against their own rhythm (typical gap)",
+    "log_past_window": "lateness against the window of their next purchase",
 }
 
 
@@ -112,6 +113,8 @@ def predictions(scores: Scores | None, person_id: str) -> dict[str, Any]:
         "window_days": meta.get("churn_window_days"),
         "overdue_ratio": ratio,
         "usual_gap_days": gap,
+        "rhythm_window_high_days": row.get("rhythm_window_high_days"),
+        "rhythm": (scores.info.metrics.get("churn_rhythm") or "shrunk_mean"),
         "days_since_last_purchase": since,
         "reasons": churn_reasons,
     }
