@@ -612,7 +612,7 @@ class Concierge:
 
         from concierge.models.training import TrainContext, select_trainers, trainers
 
-        chosen = select_trainers(trainers(), only)
+        chosen = select_trainers(trainers(self.settings), only)
         if self.pending():
             self.apply_pending()
         with self.store.read() as conn:
@@ -864,7 +864,14 @@ class Concierge:
         pop = None
         if self.registry.latest_version("anomalies") is not None:
             pop = anomalies.population_of(self.registry.load("anomalies").arrays)
-        return anomalies.scan(self.store, now_us=self._now_us(), population_frame=pop)
+        from concierge.models.from_settings import questions_config
+
+        return anomalies.scan(
+            self.store,
+            now_us=self._now_us(),
+            config=questions_config(self.settings),
+            population_frame=pop,
+        )
 
     # -- access ----------------------------------------------------------------------------
 
