@@ -354,6 +354,35 @@ def test_simulator_against_the_hidden_truth(tmp_path: Path) -> None:
     assert t["customers"] > 200
     assert t["auc_p_alive_vs_truth"] > 0.6
     assert t["mean_p_alive_truly_alive"] > t["mean_p_alive_truly_churned"]
+    # the same evaluation reports the recovered cadences and sell delays (evaluate cadence)
+    cad = t["cadence"]
+    assert abs(cad["holdout_days"] - 120.0) < 1.0  # the split of the predictions evaluation
+    assert cad["cadence"]["purchases>=2"]["pairs"] > 100
+    two = cad["cadence"]["purchases>=2"]
+    assert two["corr_log"] > 0.3
+    assert two["mae_days"] < two["plain_average"]["mae_days"]  # shrinkage beats the plain mean
+    assert 0.6 < cad["coverage"]["covered"] < 0.95
+    assert cad["sell_delay"]["sellers"] >= 3 and cad["sell_delay"]["corr_log"] > 0.3
+    # and the CLI prints them
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "predictions",
+            "--calibration-end",
+            "2026-02-01",
+            "--holdout-end",
+            "2026-06-01",
+            "--truth",
+            str(truth),
+            "--no-lifetimes",
+            "--db",
+            f"sqlite:///{tmp_path / 'sim.db'}",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "recovered cadence" in res.output and "sell delays:" in res.output
+    assert "reference with the shrunk mean gap" in res.output
 
 
 def test_evaluation_and_refused_input_write_nothing(trained: Concierge) -> None:

@@ -359,4 +359,33 @@ def evaluate_store(
     report["include_anonymous"] = include_anonymous
     if truth_path is not None:
         report["truth"] = truth_comparison(tx, truth_path, cal_us)
+        report["truth"]["cadence"] = cadence_truth(store, truth_path, cal_us, hold_us)
     return report
+
+
+def cadence_truth(
+    store: Store, truth_path: Path, calibration_end_us: int, holdout_end_us: int
+) -> dict[str, Any]:
+    """The recovered cadences, window coverage and sell delays against the simulator's truth
+    (:func:`concierge.models.cadence.evaluate_on_simulation`, the ``concierge evaluate cadence``
+    evaluation), on the same split: fitted on the log up to ``calibration_end``, the next
+    purchases looked for up to ``holdout_end``."""
+    import orjson
+
+    from concierge.models import cadence, people
+    from concierge.store import tables as t
+
+    with store.read() as conn:
+        ev, it = people.read(conn, t.events.c.ts_us <= holdout_end_us)
+    if ev.height == 0:
+        return {"skipped": "no events up to the holdout end"}
+    end_us = int(ev["ts_us"].cast(pl.Int64).max() or 0)  # type: ignore[arg-type]
+    if end_us <= calibration_end_us:
+        return {"skipped": "no events after the calibration end"}
+    # evaluate_on_simulation holds out the last `holdout_days` of the log it is given
+    holdout_days = (end_us - calibration_end_us) / DAY_US
+    out = cadence.evaluate_on_simulation(
+        ev, it, orjson.loads(truth_path.read_bytes()), holdout_days=holdout_days
+    )
+    out["holdout_days"] = round(holdout_days, 3)
+    return out
