@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pytest
 from pydantic import ValidationError
 
@@ -80,3 +81,56 @@ def test_settings_are_recorded_in_the_trained_artifacts(
         assert c.registry.load("cadence").info.config["due_soon_days"] == 3.0
         seg = c.registry.load("segments").info
         assert seg.config["n_segments"] == 4 and seg.metrics["segments"] <= 4
+
+
+@pytest.mark.slow
+def test_the_api_360_carries_every_models_prediction_with_version_and_reasons(
+    tmp_path: Path,
+) -> None:
+    """Point 6 of issue 3 over the whole run of ``concierge train`` on a simulated store:
+    every predictive model's section in the customer 360, by the facade and by the API, has
+    the model version, and the scored ones their reasons."""
+    from fastapi.testclient import TestClient
+
+    from concierge.api.app import create_app
+    from concierge.clock import FrozenClock
+    from concierge.demo import load_simulation
+
+    with Concierge(
+        f"sqlite:///{tmp_path / 'sim.db'}", clock=FrozenClock(datetime(2026, 6, 1, tzinfo=UTC))
+    ) as c:
+        load_simulation(c, shoppers=150, days=365, seed=3, truth_path=tmp_path / "truth.json")
+        reports = c.train()
+        assert [r.name for r in reports] == ["lifetime", "cadence", "segments", "anomalies"]
+        assert all(r.skipped is None for r in reports), [r.as_dict() for r in reports]
+        versions = {m["name"]: m["version"] for m in c.models()}
+        buyer = (
+            c.predictions()
+            .filter(~pl.col("person_id").str.starts_with("anon:"))
+            .drop_nulls("clv")
+            .sort("clv", descending=True)["person_id"][0]
+        )
+        _, secret = c.create_api_key("reader", "read")
+        with TestClient(create_app(concierge=c)) as client:
+            cid = str(buyer)  # a known customer's person id is their customer id
+            assert not cid.startswith("anon:")
+            api = client.get(
+                f"/v1/customers/{cid}", headers={"Authorization": f"Bearer {secret}"}
+            ).json()["predictions"]
+        facade = c.customer(cid, history=0)["predictions"]
+    for preds in (api, facade):
+        assert {"lifetime", "churn", "cadence", "segments", "anomalies"} <= set(preds)
+        for name in ("lifetime", "churn"):
+            assert preds[name]["version"] == versions["lifetime"] and preds[name]["reasons"]
+        for name in ("cadence", "segments"):
+            assert preds[name]["version"] == versions[name] and preds[name]["reasons"]
+        assert preds["anomalies"]["version"] == versions["anomalies"]
+        churn_features = {r["data"].get("feature") for r in preds["churn"]["reasons"]}
+        assert churn_features & {
+            "log_overdue",
+            "log_past_window",
+            "log_days_since_last",
+            "p_alive",
+            "log_frequency",
+        }
+        assert preds["churn"]["rhythm"] == "cadence"

@@ -839,11 +839,13 @@ class Concierge:
         self,
         *,
         max_age_hours: float = 24.0,
-        only: Sequence[str] | None = ("cadence", "segments", "anomalies"),
+        only: Sequence[str] | None = ("lifetime", "cadence", "segments", "anomalies"),
     ) -> dict[str, Any]:
         """The scheduled job (``concierge segments refresh``, cron-friendly): refit the models in
         ``only`` (``None``: all) when the newest segmentation is older than ``max_age_hours`` or
-        missing, else only scan for out-of-pattern behaviour; then refresh every audience."""
+        missing, else only scan for out-of-pattern behaviour; then refresh every audience. The
+        lifetime model (CLV, churn risk) is refitted first: segments and audiences read its
+        columns, so a stale churn risk would age every segment built on it."""
         info = self.registry.latest("segments")
         stale = info is None or self._now_us() - info.created_us >= max_age_hours * 3_600e6
         trained = [r.as_dict() for r in self.train(only=only)] if stale else []

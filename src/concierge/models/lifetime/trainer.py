@@ -66,7 +66,13 @@ class LifetimeTrainer:
             "churn_brier": held.get("brier"),
             "churn_auc": held.get("auc"),
             "churn_log_loss": held.get("log_loss"),
-            "churn_rhythm": cfg.churn_rhythm if model.rhythm_prior_ is not None else "shrunk_mean",
+            "churn_rhythm": (
+                None
+                if model.churn_ is None
+                else "cadence"
+                if model.rhythm_prior_ is not None
+                else "shrunk_mean"
+            ),
         }
         info = ctx.registry.save(
             NAME,
