@@ -134,3 +134,29 @@ def test_the_api_360_carries_every_models_prediction_with_version_and_reasons(
             "log_frequency",
         }
         assert preds["churn"]["rhythm"] == "cadence"
+
+
+@pytest.mark.slow
+def test_the_360_says_when_no_churn_model_could_be_fitted(tmp_path: Path) -> None:
+    """A store too young for the churn window: the lifetime model is fitted, churn is not; the
+    360 says so among the churn reasons instead of showing an unexplained 1 - P(alive)."""
+    from concierge.clock import FrozenClock
+    from concierge.demo import load_simulation
+
+    with Concierge(
+        f"sqlite:///{tmp_path / 'young.db'}", clock=FrozenClock(datetime(2026, 6, 1, tzinfo=UTC))
+    ) as c:
+        load_simulation(c, shoppers=150, days=240, seed=3, truth_path=tmp_path / "truth.json")
+        (report,) = c.train(only=["lifetime"])
+        assert report.skipped is None and report.metrics["churn_rhythm"] is None
+        who = (
+            c.predictions()
+            .filter(~pl.col("person_id").str.starts_with("anon:"))
+            .drop_nulls("clv")["person_id"][0]
+        )
+        preds = c.customer(str(who), history=0)["predictions"]
+    churn = preds["churn"]
+    assert churn["churn_risk"] == pytest.approx(1.0 - preds["lifetime"]["p_alive"])
+    codes = [r["code"] for r in churn["reasons"]]
+    assert codes[:2] == ["history", "churn_model_skipped"]
+    assert churn["reasons"][1]["data"]["why"]
