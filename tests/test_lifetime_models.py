@@ -137,7 +137,8 @@ class TestLifetimeContract(EstimatorContract):
 
     def output(self, model: ModelBase[Any]) -> Any:
         assert isinstance(model, Lifetime)
-        return model.score(rfm_summary(transactions(), as_of=AS_OF))
+        tx = transactions()
+        return model.score(rfm_summary(tx, as_of=AS_OF), tx)
 
 
 # -- recovery of known parameters -----------------------------------------------------------------
@@ -323,7 +324,7 @@ def test_lifetime_scores_every_column_sensibly() -> None:
     tx = transactions(600)
     model = Lifetime().fit(tx, as_of=datetime(1971, 2, 5, tzinfo=UTC))
     summary = rfm_summary(tx, as_of=model.as_of_us_)
-    cols = model.score(summary)
+    cols = model.score(summary, tx)
     assert list(cols) == list(COLUMNS)
     for name, values in cols.items():
         assert values.shape == (summary.height,), name
@@ -423,7 +424,7 @@ def test_clv_falls_with_the_discount_rate_and_grows_with_the_horizon() -> None:
 
     def clv(**cfg: Any) -> np.ndarray:
         m = Lifetime.from_state(Lifetime(**cfg).get_config(), arrays, meta)
-        return m.score(summary)["clv"]
+        return m.score(summary, tx)["clv"]
 
     c0, c10, c30 = clv(discount_rate=0.0), clv(discount_rate=0.1), clv(discount_rate=0.3)
     assert np.all(c0 >= c10) and np.all(c10 >= c30) and np.any(c0 > c30)
@@ -431,7 +432,7 @@ def test_clv_falls_with_the_discount_rate_and_grows_with_the_horizon() -> None:
     assert np.all(short <= c10 + 1e-9) and np.all(c10 <= long_ + 1e-9)
     # undiscounted, the steps add up to the expectation over the whole horizon
     x, t_x, big_t = (summary[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T"))
-    spend = base.score(summary)["expected_spend"]
+    spend = base.score(summary, tx)["expected_spend"]
     whole = base.purchase_.conditional_expected_purchases(365.0, x, t_x, big_t) * spend
     np.testing.assert_allclose(c0, whole, rtol=1e-9)
 
@@ -450,3 +451,75 @@ def test_probabilities_without_both_outcomes() -> None:
     with pytest.raises(InputError) as err:
         ChurnModel().fit(np.zeros((5, 2)), np.ones(5))
     assert err.value.errors[0].field == "X"
+
+
+# -- churn from the cadence rhythm ----------------------------------------------------------------
+
+
+def test_the_churn_rhythm_is_the_cadence_models_posterior() -> None:
+    """The usual gap churn reads is the typical interval of engineer B's cadence model fitted on
+    the same purchases (category "*"), and its window is that model's 80% window."""
+    from concierge.models import cadence
+    from concierge.models import churn as ch
+
+    tx = transactions(500)
+    model = Lifetime().fit(tx, as_of=AS_OF)
+    assert model.rhythm_prior_ is not None
+    summary = rfm_summary(tx, as_of=AS_OF)
+    cols = model.score(summary, tx)
+    # the same rule, with the prior refitted at as_of, equals the CadenceModel's own table
+    occ = tx.filter(pl.col("ts_us") <= AS_OF).select(
+        "person_id", pl.lit(cadence.ALL).alias("category"), "ts_us"
+    )
+    table = cadence.CadenceModel().fit(occ.unique()).table(as_of_us=AS_OF).sort("person_id")
+    n, s1, s2 = ch.rhythm_statistics(tx, table["person_id"], as_of_us=AS_OF)
+    gap, high = ch.rhythm(ch.fit_rhythm_prior(n, s1, s2), n, s1, s2)
+    np.testing.assert_allclose(gap, table["cadence_days"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(high, table["window_high_days"].to_numpy(), rtol=1e-6)
+    # the scored rhythm uses the prior of the churn cut-off with everyone's statistics at as_of
+    n2, s12, s22 = ch.rhythm_statistics(tx, summary["person_id"], as_of_us=AS_OF)
+    want_gap, want_high = ch.rhythm(model.rhythm_prior_, n2, s12, s22)
+    np.testing.assert_allclose(cols["usual_gap_days"], want_gap)
+    np.testing.assert_allclose(cols["rhythm_window_high_days"], want_high)
+    assert model.churn_ is not None and model.churn_.feature_names == ch.RHYTHM_FEATURES
+    assert set(model.metrics_["churn"]["coefficients"]) == set(ch.RHYTHM_FEATURES)
+    # a steady buyer's rhythm is their own, a two-purchase one is pulled to the population
+    x, t_x = (summary[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency"))
+    steady = x >= 10
+    own = t_x[steady] / x[steady]  # their own mean gap
+    assert steady.sum() > 20
+    assert np.median(np.abs(np.log(cols["usual_gap_days"][steady] / own))) < 0.3
+
+
+def test_the_churn_rhythm_sees_nothing_after_the_cut_off() -> None:
+    """Purchases after the churn cut-off change the label only: the rhythm prior (fitted at the
+    cut-off) is the same whether or not the log goes on after it."""
+    tx = transactions(500)
+    cfg = Lifetime().config
+    cut = AS_OF - cfg.churn_window_days * DAY_US
+    a = Lifetime().fit(tx, as_of=AS_OF)
+    later = tx.filter(pl.col("ts_us") > cut).with_columns(
+        (pl.col("ts_us") - 3 * DAY_US).clip(lower_bound=cut + 1)
+    )
+    moved = pl.concat([tx.filter(pl.col("ts_us") <= cut), later])
+    b = Lifetime().fit(moved, as_of=AS_OF)
+    assert a.rhythm_prior_ is not None and b.rhythm_prior_ is not None
+    np.testing.assert_array_equal(a.rhythm_prior_, b.rhythm_prior_)
+
+
+def test_the_churn_rhythm_needs_the_transactions_and_the_reference_rule_does_not() -> None:
+    tx = transactions(400)
+    summary = rfm_summary(tx, as_of=AS_OF)
+    with pytest.raises(InputError) as err:
+        Lifetime().fit(tx, as_of=AS_OF).score(summary)
+    assert err.value.errors[0].field == "transactions"
+    ref = Lifetime(churn_rhythm="shrunk_mean").fit(tx, as_of=AS_OF)
+    cols = ref.score(summary)
+    assert ref.rhythm_prior_ is None
+    assert np.all(np.isnan(cols["rhythm_window_high_days"]))
+    assert ref.churn_ is not None and len(ref.churn_.feature_names) == len(FEATURES)
+    # an artifact stored before the cadence rhythm (no rhythm prior in its meta) still loads
+    arrays, meta = ref.to_artifact()
+    meta.pop("rhythm_prior")
+    old = Lifetime.from_state(ref.get_config(), arrays, meta)
+    np.testing.assert_allclose(old.score(summary)["churn_risk"], cols["churn_risk"])

@@ -327,6 +327,11 @@ def test_online_retail_evaluation(tmp_path: Path, shared_data: Path) -> None:
     churn = report["churn"]["holdout"]
     assert churn["auc"] > 0.7
     assert churn["brier"] < report["churn"]["baseline_1_minus_p_alive"]["brier"]
+    # churn reads the cadence rhythm; the shrunk-mean rhythm is the reference of the same run
+    assert report["churn"]["rhythm"] == "cadence"
+    ref = report["churn"]["reference_shrunk_mean_rhythm"]["holdout"]
+    assert churn["brier"] <= ref["brier"] and churn["log_loss"] <= ref["log_loss"]
+    assert churn["auc"] > ref["auc"] - 0.005
     mean_predicted = sum(r["mean_predicted"] * r["n"] for r in churn["reliability"]) / churn["n"]
     # fitted on May-September, scored on the autumn peak, when fewer customers lapse
     assert abs(mean_predicted - churn["observed_rate"]) < 0.15
@@ -349,6 +354,35 @@ def test_simulator_against_the_hidden_truth(tmp_path: Path) -> None:
     assert t["customers"] > 200
     assert t["auc_p_alive_vs_truth"] > 0.6
     assert t["mean_p_alive_truly_alive"] > t["mean_p_alive_truly_churned"]
+    # the same evaluation reports the recovered cadences and sell delays (evaluate cadence)
+    cad = t["cadence"]
+    assert abs(cad["holdout_days"] - 120.0) < 1.0  # the split of the predictions evaluation
+    assert cad["cadence"]["purchases>=2"]["pairs"] > 100
+    two = cad["cadence"]["purchases>=2"]
+    assert two["corr_log"] > 0.3
+    assert two["mae_days"] < two["plain_average"]["mae_days"]  # shrinkage beats the plain mean
+    assert 0.6 < cad["coverage"]["covered"] < 0.95
+    assert cad["sell_delay"]["sellers"] >= 3 and cad["sell_delay"]["corr_log"] > 0.3
+    # and the CLI prints them
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "predictions",
+            "--calibration-end",
+            "2026-02-01",
+            "--holdout-end",
+            "2026-06-01",
+            "--truth",
+            str(truth),
+            "--no-lifetimes",
+            "--db",
+            f"sqlite:///{tmp_path / 'sim.db'}",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "recovered cadence" in res.output and "sell delays:" in res.output
+    assert "reference with the shrunk mean gap" in res.output
 
 
 def test_evaluation_and_refused_input_write_nothing(trained: Concierge) -> None:

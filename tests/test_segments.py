@@ -192,6 +192,7 @@ def test_the_scheduled_refresh_refits_only_when_stale(db_url: str) -> None:
         c.create_audience("repeat", "orders >= 2")
         first = c.refresh_behaviour(max_age_hours=24)
         assert first["refitted"] and {r["name"] for r in first["trained"]} == {
+            "lifetime",
             "cadence",
             "segments",
             "anomalies",

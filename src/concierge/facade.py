@@ -627,7 +627,7 @@ class Concierge:
 
         from concierge.models.training import TrainContext, select_trainers, trainers
 
-        chosen = select_trainers(trainers(), only)
+        chosen = select_trainers(trainers(self.settings), only)
         if self.pending():
             self.apply_pending()
         with self.store.read() as conn:
@@ -855,11 +855,13 @@ class Concierge:
         self,
         *,
         max_age_hours: float = 24.0,
-        only: Sequence[str] | None = ("cadence", "segments", "anomalies"),
+        only: Sequence[str] | None = ("lifetime", "cadence", "segments", "anomalies"),
     ) -> dict[str, Any]:
         """The scheduled job (``concierge segments refresh``, cron-friendly): refit the models in
         ``only`` (``None``: all) when the newest segmentation is older than ``max_age_hours`` or
-        missing, else only scan for out-of-pattern behaviour; then refresh every audience."""
+        missing, else only scan for out-of-pattern behaviour; then refresh every audience. The
+        lifetime model (CLV, churn risk) is refitted first: segments and audiences read its
+        columns, so a stale churn risk would age every segment built on it."""
         info = self.registry.latest("segments")
         stale = info is None or self._now_us() - info.created_us >= max_age_hours * 3_600e6
         trained = [r.as_dict() for r in self.train(only=only)] if stale else []
@@ -880,7 +882,14 @@ class Concierge:
         pop = None
         if self.registry.latest_version("anomalies") is not None:
             pop = anomalies.population_of(self.registry.load("anomalies").arrays)
-        return anomalies.scan(self.store, now_us=self._now_us(), population_frame=pop)
+        from concierge.models.from_settings import questions_config
+
+        return anomalies.scan(
+            self.store,
+            now_us=self._now_us(),
+            config=questions_config(self.settings),
+            population_frame=pop,
+        )
 
     # -- campaigns -------------------------------------------------------------------------
     # Thin methods; the logic is in concierge.campaigns (see operations.py) and channels/.

@@ -149,8 +149,8 @@ def segments_refresh(
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The scheduled refit: cadence, segments and the out-of-pattern population when stale,
-    then every audience. Run it from cron, or keep it running with --every-minutes."""
+    """The scheduled refit: lifetime, cadence, segments and the out-of-pattern population when
+    stale, then every audience. Run it from cron, or keep it running with --every-minutes."""
     import time
 
     while True:

@@ -45,7 +45,8 @@ def evaluate_predictions(
     truth: Annotated[
         Path | None,
         typer.Option(
-            help="Simulator hidden-truth file: compare P(alive) with the true churn.",
+            help="Simulator hidden-truth file: compare P(alive) with the true churn, and the "
+            "recovered cadences and sell delays with the true ones.",
             exists=True,
             dir_okay=False,
         ),
@@ -163,6 +164,13 @@ def _print(r: dict[str, Any], unit: str) -> None:
             f"log loss {_f(h['log_loss'])}, AUC {_f(h['auc'])}; baseline 1-P(alive): "
             f"Brier {_f(b['brier'])}, AUC {_f(b['auc'])}; observed rate {_f(h['observed_rate'])}"
         )
+        ref = (churn.get("reference_shrunk_mean_rhythm") or {}).get("holdout")
+        if ref:
+            out.print(
+                f"  rhythm: {churn.get('rhythm')} (cadence posterior); reference with the "
+                f"shrunk mean gap: Brier {_f(ref['brier'])}, log loss {_f(ref['log_loss'])}, "
+                f"AUC {_f(ref['auc'])}"
+            )
         out.print(f"  method: {churn['method']}")
         rel = Table("predicted", "n", "mean predicted", "observed", title="churn reliability")
         for row in h["reliability"]:
@@ -178,3 +186,45 @@ def _print(r: dict[str, Any], unit: str) -> None:
             f"{_f(t['mean_p_alive_truly_alive'])} (active) vs "
             f"{_f(t['mean_p_alive_truly_churned'])} (churned)"
         )
+        _print_cadence(t.get("cadence") or {})
+
+
+def _print_cadence(cad: dict[str, Any]) -> None:
+    """The cadence part of the truth comparison (as ``concierge evaluate cadence``)."""
+    if "skipped" in cad or not cad:
+        out.print(f"cadence vs truth: skipped ({cad.get('skipped')})")
+        return
+    table = Table(
+        "purchases seen",
+        "pairs",
+        "corr (log)",
+        "MAE days",
+        "median AE",
+        "plain average MAE",
+        title="recovered cadence (person x category) vs the hidden truth",
+    )
+    for key, row in cad.get("cadence", {}).items():
+        plain = row.get("plain_average", {})
+        table.add_row(
+            key,
+            f"{row['pairs']:,}",
+            _f(row.get("corr_log")),
+            _f(row.get("mae_days"), 1),
+            _f(row.get("median_ae_days"), 1),
+            _f(plain.get("mae_days"), 1),
+        )
+    out.print(table)
+    cov = cad.get("coverage", {})
+    if cov.get("pairs"):
+        out.print(
+            f"next purchase inside the {_f(cov['nominal'], 2)} window: {_f(cov['covered'])} "
+            f"of {cov['pairs']:,} (person, category) pairs"
+        )
+    sd = cad.get("sell_delay", {})
+    if "corr_log" in sd:
+        out.print(
+            f"sell delays: {sd['sellers']:,} resellers, corr (log) {_f(sd['corr_log'])}, "
+            f"MAE {_f(sd['mae_days'], 1)} days, median AE {_f(sd['median_ae_days'], 1)} days"
+        )
+    else:
+        out.print(f"sell delays: {sd.get('sellers', 0)} resellers with a matched listing")

@@ -16,6 +16,7 @@ from concierge.errors import NotFoundError
 from concierge.models import anomalies, cadence, people
 from concierge.models.segments import SegmentModel, describe, design
 from concierge.models.training import TrainContext, TrainReport
+from concierge.settings import Settings
 from concierge.store import tables as t
 
 CADENCE_DOC = {
@@ -34,6 +35,9 @@ CADENCE_DOC = {
 class CadenceTrainer:
     name = "cadence"
 
+    def __init__(self, config: cadence.CadenceConfig | None = None) -> None:
+        self.config = config
+
     def train(self, ctx: TrainContext) -> TrainReport:
         ctx.report("cadence: reading the log", 0.0)
         with ctx.store.read() as conn:
@@ -42,7 +46,7 @@ class CadenceTrainer:
         if occ.height == 0:
             return TrainReport(self.name, skipped="no purchases yet")
         ctx.report("cadence: fitting", 0.4)
-        model = cadence.fit_from_log(ev, it)
+        model = cadence.fit_from_log(ev, it, self.config)
         times = (
             occ.filter(pl.col("category") == cadence.ALL)
             .group_by("person_id")
@@ -183,9 +187,12 @@ class OutOfPatternTrainer:
 
     name = "anomalies"
 
+    def __init__(self, config: anomalies.OutOfPatternConfig | None = None) -> None:
+        self.config = config
+
     def train(self, ctx: TrainContext) -> TrainReport:
         ctx.report("anomalies: population", 0.0)
-        cfg = anomalies.OutOfPatternConfig()
+        cfg = self.config or anomalies.OutOfPatternConfig()
         with ctx.store.read() as conn:
             pop = anomalies.population_from_log(conn, t.events.c.ts_us <= ctx.as_of_us)
         if pop.height == 0:
@@ -206,8 +213,16 @@ class OutOfPatternTrainer:
         return TrainReport(self.name, artifacts=[info], metrics={"values": pop.height, **got})
 
 
-def behaviour_trainers() -> list[Any]:
-    return [CadenceTrainer(), SegmentsTrainer(), OutOfPatternTrainer()]
+def behaviour_trainers(settings: Settings | None = None) -> list[Any]:
+    """The cadence, segments and out-of-pattern trainers, configured from ``settings``."""
+    from concierge.models import from_settings as fs
+
+    s = settings if settings is not None else Settings()
+    return [
+        CadenceTrainer(fs.cadence_config(s)),
+        SegmentsTrainer(keep_runs=s.segments_keep_runs, **fs.segment_options(s)),
+        OutOfPatternTrainer(fs.questions_config(s)),
+    ]
 
 
 def forget(conn: Connection, person: str, pseudonym: str) -> None:

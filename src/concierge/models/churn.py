@@ -18,10 +18,22 @@ Features (all from the customer's own history plus the BG/NBD):
     log(1 + days since the last purchase).
 ``log_overdue``
     log of *overdue relative to their own rhythm*: days since the last purchase divided by the
-    customer's usual gap. The usual gap is their mean inter-purchase interval shrunk toward the
-    population's median gap with the weight of ``prior_gaps`` pseudo-intervals,
-    (t_x + k · g_pop) / (x + k), so one or two purchases do not make a rhythm (engineer B's
-    hierarchical cadence model can replace this feature after the merge).
+    customer's usual gap. By default (``LifetimeConfig.churn_rhythm = "cadence"``) the usual gap
+    is the typical interval of the hierarchical cadence model of
+    :mod:`concierge.models.cadence` (lognormal intervals, normal-inverse-gamma prior fitted by
+    moments over everyone, each person's posterior from their own log intervals), so one or two
+    purchases do not make a rhythm and a steady buyer's rhythm is their own. The older rule
+    (``churn_rhythm = "shrunk_mean"``) is the mean gap shrunk toward the population's median gap
+    with ``prior_gaps`` pseudo-intervals, (t_x + k · g_pop) / (x + k); it is kept as the
+    reference the evaluation compares against.
+``log_past_window``
+    (``"cadence"`` only) log of the days since the last purchase over the upper end of the
+    person's 80% window of the next interval: > 0 means later than their own rhythm allows,
+    and an uncertain rhythm (few purchases, an irregular buyer) has a wide window, so the same
+    delay counts less.
+
+The rhythm is computed at the cut-off from the purchases before it (the prior is fitted on
+them too), as every other feature: nothing after the cut-off reaches a feature.
 (There is no "age" feature: for one-time buyers it equals the days since the purchase, and it
 drifts between the cut-off and scoring time, where a fitted model would extrapolate.)
 
@@ -42,10 +54,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from concierge.errors import InputError
+from concierge.models import cadence
 from concierge.models.base import ModelBase, ModelConfig
 
 F = npt.NDArray[np.float64]
 FEATURES = ("p_alive", "log_frequency", "log_days_since_last", "log_overdue")
+RHYTHM_FEATURES = (*FEATURES, "log_past_window")
 
 
 def usual_gap_days(recency_days: F, frequency: F, population_gap: float, prior_gaps: float) -> F:
@@ -62,16 +76,62 @@ def population_gap_days(recency_days: F, frequency: F) -> float:
     return float(np.median(recency_days[rep] / frequency[rep]))
 
 
-def features(*, p_alive: F, frequency: F, days_since_last: F, usual_gap: F) -> F:
-    """The feature matrix (rows: customers; columns: :data:`FEATURES`)."""
-    return np.column_stack(
-        [
-            np.clip(p_alive, 0.0, 1.0),
-            np.log1p(frequency),
-            np.log1p(np.maximum(days_since_last, 0.0)),
-            np.log(np.maximum(days_since_last, 0.5) / np.maximum(usual_gap, 0.5)),
-        ]
+def features(
+    *,
+    p_alive: F,
+    frequency: F,
+    days_since_last: F,
+    usual_gap: F,
+    window_high: F | None = None,
+) -> F:
+    """The feature matrix (rows: customers; columns: :data:`FEATURES`, or
+    :data:`RHYTHM_FEATURES` when ``window_high`` is given)."""
+    cols = [
+        np.clip(p_alive, 0.0, 1.0),
+        np.log1p(frequency),
+        np.log1p(np.maximum(days_since_last, 0.0)),
+        np.log(np.maximum(days_since_last, 0.5) / np.maximum(usual_gap, 0.5)),
+    ]
+    if window_high is not None:
+        cols.append(np.log(np.maximum(days_since_last, 0.5) / np.maximum(window_high, 0.5)))
+    return np.column_stack(cols)
+
+
+# -- the rhythm from the hierarchical cadence model -------------------------------------------
+
+
+def rhythm_statistics(
+    transactions: pl.DataFrame, person_ids: pl.Series, *, as_of_us: int
+) -> tuple[F, F, F]:
+    """Each person's (n, Σ log Δ, Σ (log Δ)²) of the gaps between their orders up to ``as_of_us``,
+    in the order of ``person_ids`` (zeros for a person without two orders), through
+    :func:`concierge.models.cadence.interval_table` (one Polars pass)."""
+    occ = transactions.filter(pl.col("ts_us") <= as_of_us).select(
+        "person_id", pl.lit(cadence.ALL).alias("category"), "ts_us"
     )
+    tab = cadence.interval_table(occ.unique())
+    got = pl.DataFrame({"person_id": person_ids}).join(
+        tab.select("person_id", "n", "s1", "s2"), on="person_id", how="left", maintain_order="left"
+    )
+    n, s1, s2 = (
+        got.get_column(c).cast(pl.Float64).fill_null(0.0).to_numpy() for c in ("n", "s1", "s2")
+    )
+    return n, s1, s2
+
+
+def fit_rhythm_prior(n: F, s1: F, s2: F, *, min_buyers: int = 8) -> F:
+    """The population's normal-inverse-gamma prior of log intervals (cadence's ``"*"`` prior)."""
+    prior = cadence.fit_prior(n, s1, s2, fallback=None, min_buyers=min_buyers)
+    return np.asarray(prior.as_list(), dtype=np.float64)
+
+
+def rhythm(prior: F, n: F, s1: F, s2: F, *, window: float = 0.8) -> tuple[F, F]:
+    """(typical interval, upper end of the ``window`` interval of the next gap), days, per person:
+    the posterior of :func:`concierge.models.cadence.posterior` and its predictive."""
+    rows = np.broadcast_to(prior, (n.size, 4))
+    mn, kn, an, bn = cadence.posterior(rows, n, s1, s2)
+    _median, _lo, hi, typical = cadence.predictive(mn, kn, an, bn, window)
+    return typical, hi
 
 
 class ChurnConfig(ModelConfig):
@@ -99,8 +159,10 @@ class ChurnModel(ModelBase[ChurnConfig]):
     def fit(self, X: Any, y: Any) -> Self:
         Xa = np.asarray(X, dtype=np.float64)
         ya = np.asarray(y, dtype=np.float64)
-        if Xa.ndim != 2 or Xa.shape[1] != len(FEATURES):
-            raise InputError.one("X", f"expected {len(FEATURES)} feature columns")
+        if Xa.ndim != 2 or Xa.shape[1] not in (len(FEATURES), len(RHYTHM_FEATURES)):
+            raise InputError.one(
+                "X", f"expected {len(FEATURES)} or {len(RHYTHM_FEATURES)} feature columns"
+            )
         if ya.shape != (Xa.shape[0],):
             raise InputError.one("y", "one label per row of X")
         if not np.all(np.isfinite(Xa)):
@@ -142,7 +204,13 @@ class ChurnModel(ModelBase[ChurnConfig]):
             "scale": self.scale_,
             "coef": self.coef_,
             "intercept": np.array([self.intercept_]),
-        }, {"features": list(FEATURES), "base_rate": self.base_rate_}
+        }, {"features": list(self.feature_names), "base_rate": self.base_rate_}
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The names of the fitted feature columns."""
+        self.check_fitted()
+        return RHYTHM_FEATURES if self.coef_.size == len(RHYTHM_FEATURES) else FEATURES
 
     def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         self.low_ = np.asarray(arrays["low"], np.float64)

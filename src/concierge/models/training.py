@@ -64,14 +64,17 @@ class Trainer(Protocol):
     def train(self, ctx: TrainContext) -> TrainReport: ...
 
 
-def trainers() -> list[Trainer]:
-    """Every trainer, in the order they run. Parts add theirs here."""
+def trainers(settings: Settings | None = None) -> list[Trainer]:
+    """Every trainer, in the order they run, configured from ``settings`` (the defaults when
+    None; see :mod:`concierge.models.from_settings`). Parts add theirs here."""
+    from concierge.models import from_settings as fs
     from concierge.models.behaviour_train import behaviour_trainers
     from concierge.models.lifetime.trainer import LifetimeTrainer
 
+    s = settings if settings is not None else Settings()
     found: list[Trainer] = []
-    found.append(LifetimeTrainer())  # first: segments join the lifetime columns
-    found += behaviour_trainers()
+    found.append(LifetimeTrainer(fs.lifetime_config(s)))  # first: segments join its columns
+    found += behaviour_trainers(s)
     from concierge.decide.training import recommendation_trainers
 
     found += recommendation_trainers()

@@ -52,7 +52,10 @@ COLUMNS: dict[str, str] = {
     "repeat_purchases": "purchase days after the first, up to as_of",
     "days_since_last_purchase": "days from the last purchase to as_of",
     "customer_age_days": "days from the first purchase to as_of",
-    "usual_gap_days": "own mean gap between purchases shrunk toward the population's, days",
+    "usual_gap_days": "typical days between purchases (hierarchical cadence posterior, or the "
+    "shrunk mean gap with churn_rhythm='shrunk_mean'), as the churn model reads it",
+    "rhythm_window_high_days": "upper end of the 80% window of the next gap (cadence posterior; "
+    "NaN with churn_rhythm='shrunk_mean'), days",
     "overdue_ratio": "days since the last purchase / usual gap (>1: later than their rhythm)",
 }
 
@@ -71,6 +74,12 @@ class LifetimeConfig(ModelConfig):
         90,
         ge=1,
         description="Churn = no purchase within this many days; also the holdout of the churn fit.",
+    )
+    churn_rhythm: Literal["cadence", "shrunk_mean"] = Field(
+        "cadence",
+        description="The rhythm the churn model compares the days since the last purchase with: "
+        "the hierarchical cadence posterior (concierge.models.cadence, the default) or the mean "
+        "gap shrunk toward the population's (the reference).",
     )
     prior_gaps: float = Field(
         2.0,
@@ -152,6 +161,7 @@ class Lifetime(ModelBase[LifetimeConfig]):
         self.churn_: ch.ChurnModel | None = None
         self.churn_purchase_: BetaGeo | ParetoNBD | None = None
         self.churn_skipped_: str | None = None
+        self.rhythm_prior_: F | None = None
         cal = rfm_summary(transactions, as_of=cut_us)
         if cal.height < cfg.min_customers:
             self.churn_skipped_ = f"only {cal.height} customers before the churn cut-off"
@@ -170,19 +180,35 @@ class Lifetime(ModelBase[LifetimeConfig]):
         )
         y = bought.get_column("bought").is_null().to_numpy().astype(np.float64)
         x, t_x, big_t = (_arr(cal, c) for c in ("frequency", "recency", "T"))
+        since = _arr(cal, "days_since_last")
         try:
             model = _purchase_model(cfg).fit(x, t_x, big_t)
         except InputError as exc:
             self.churn_skipped_ = f"purchase model at the cut-off: {exc}"
             self.metrics_["churn"] = {"skipped": self.churn_skipped_}
             return
-        pop_gap = ch.population_gap_days(t_x, x)
-        X = ch.features(
-            p_alive=model.conditional_probability_alive(x, t_x, big_t),
-            frequency=x,
-            days_since_last=_arr(cal, "days_since_last"),
-            usual_gap=ch.usual_gap_days(t_x, x, pop_gap, cfg.prior_gaps),
-        )
+        if cfg.churn_rhythm == "cadence":
+            # the rhythm at the cut-off: prior and posteriors from the purchases before it only
+            n, s1, s2 = ch.rhythm_statistics(
+                transactions, cal.get_column("person_id"), as_of_us=cut_us
+            )
+            self.rhythm_prior_ = ch.fit_rhythm_prior(n, s1, s2)
+            gap, high = ch.rhythm(self.rhythm_prior_, n, s1, s2)
+            X = ch.features(
+                p_alive=model.conditional_probability_alive(x, t_x, big_t),
+                frequency=x,
+                days_since_last=since,
+                usual_gap=gap,
+                window_high=high,
+            )
+        else:
+            pop_gap = ch.population_gap_days(t_x, x)
+            X = ch.features(
+                p_alive=model.conditional_probability_alive(x, t_x, big_t),
+                frequency=x,
+                days_since_last=since,
+                usual_gap=ch.usual_gap_days(t_x, x, pop_gap, cfg.prior_gaps),
+            )
         if y.min() == y.max():
             self.churn_skipped_ = "every customer had the same outcome in the churn window"
             self.metrics_["churn"] = {"skipped": self.churn_skipped_}
@@ -202,7 +228,10 @@ class Lifetime(ModelBase[LifetimeConfig]):
             )
         self.churn_ = ch.ChurnModel().fit(X, y)
         self.churn_purchase_ = model
-        metrics["coefficients"] = dict(zip(ch.FEATURES, self.churn_.coef_.tolist(), strict=True))
+        metrics["rhythm"] = cfg.churn_rhythm
+        metrics["coefficients"] = dict(
+            zip(self.churn_.feature_names, self.churn_.coef_.tolist(), strict=True)
+        )
         self.metrics_["churn"] = metrics
 
     # -- scoring -----------------------------------------------------------------------------
@@ -233,8 +262,15 @@ class Lifetime(ModelBase[LifetimeConfig]):
         out: F = total * spend
         return out
 
-    def score(self, summary: pl.DataFrame) -> dict[str, F]:
-        """The per-person columns (:data:`COLUMNS`) of a day-unit summary, in its row order."""
+    def score(
+        self, summary: pl.DataFrame, transactions: pl.DataFrame | None = None
+    ) -> dict[str, F]:
+        """The per-person columns (:data:`COLUMNS`) of a day-unit summary, in its row order.
+
+        ``transactions`` (the purchases the summary was made from, up to the model's
+        ``as_of``) give each person's rhythm; they are needed when the churn model reads the
+        cadence rhythm (``churn_rhythm="cadence"``), which is the default.
+        """
         self.check_fitted()
         cfg: LifetimeConfig = self.config
         x, t_x, big_t = (_arr(summary, c) for c in ("frequency", "recency", "T"))
@@ -244,13 +280,27 @@ class Lifetime(ModelBase[LifetimeConfig]):
         e30 = self.purchase_.conditional_expected_purchases(30.0, x, t_x, big_t)
         e90 = self.purchase_.conditional_expected_purchases(90.0, x, t_x, big_t)
         spend = self.expected_spend(x, mon)
-        gap = ch.usual_gap_days(t_x, x, self.population_gap_, cfg.prior_gaps)
+        high: F | None = None
+        if self.rhythm_prior_ is not None:
+            if transactions is None:
+                raise InputError.one(
+                    "transactions",
+                    "the churn model reads each person's rhythm from their purchases: "
+                    "pass the transactions the summary was made from",
+                )
+            n, s1, s2 = ch.rhythm_statistics(
+                transactions, summary.get_column("person_id"), as_of_us=self.as_of_us_
+            )
+            gap, high = ch.rhythm(self.rhythm_prior_, n, s1, s2)
+        else:
+            gap = ch.usual_gap_days(t_x, x, self.population_gap_, cfg.prior_gaps)
         if self.churn_ is not None:
             X = ch.features(
                 p_alive=self._churn_p_alive(x, t_x, big_t),
                 frequency=x,
                 days_since_last=since,
                 usual_gap=gap,
+                window_high=high,
             )
             churn = self.churn_.predict_proba(X)
         else:
@@ -266,6 +316,7 @@ class Lifetime(ModelBase[LifetimeConfig]):
             "days_since_last_purchase": since,
             "customer_age_days": big_t,
             "usual_gap_days": gap,
+            "rhythm_window_high_days": high if high is not None else np.full(x.shape, np.nan),
             "overdue_ratio": np.maximum(since, 0.0) / np.maximum(gap, 0.5),
         }
 
@@ -290,10 +341,16 @@ class Lifetime(ModelBase[LifetimeConfig]):
             frequency=np.array([row["repeat_purchases"]]),
             days_since_last=np.array([row["days_since_last_purchase"]]),
             usual_gap=np.array([row["usual_gap_days"]]),
+            window_high=(
+                np.array([row["rhythm_window_high_days"]])
+                if self.churn_.feature_names == ch.RHYTHM_FEATURES
+                else None
+            ),
         )
         contrib = self.churn_.contributions(X)[0]
         order = np.argsort(-np.abs(contrib))
-        return [(ch.FEATURES[i], float(contrib[i])) for i in order]
+        names = self.churn_.feature_names
+        return [(names[i], float(contrib[i])) for i in order]
 
     # -- state -------------------------------------------------------------------------------
 
@@ -305,6 +362,7 @@ class Lifetime(ModelBase[LifetimeConfig]):
             "mean_first_value": self.mean_first_value_,
             "metrics": self.metrics_,
             "churn_skipped": self.churn_skipped_,
+            "rhythm_prior": None if self.rhythm_prior_ is None else self.rhythm_prior_.tolist(),
         }
         parts: list[tuple[str, ModelBase[Any] | None]] = [
             ("purchase", self.purchase_),
@@ -361,3 +419,5 @@ class Lifetime(ModelBase[LifetimeConfig]):
         self.mean_first_value_ = float(meta["mean_first_value"])
         self.metrics_ = dict(meta["metrics"])
         self.churn_skipped_ = meta.get("churn_skipped")
+        prior = meta.get("rhythm_prior")  # absent in artifacts stored before the cadence rhythm
+        self.rhythm_prior_ = None if prior is None else np.asarray(prior, dtype=np.float64)

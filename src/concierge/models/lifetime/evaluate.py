@@ -28,7 +28,7 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,9 @@ from concierge.models.lifetime.summary import DAY_US, calibration_holdout, rfm_s
 from concierge.store.engine import Store
 
 F = npt.NDArray[np.float64]
+
+
+Rhythm = Literal["cadence", "shrunk_mean"]
 
 
 def _errors(pred: F, actual: F) -> dict[str, Any]:
@@ -209,16 +212,31 @@ def evaluate_transactions(
 
 
 def _churn(tx: pl.DataFrame, split: pl.DataFrame, cal_us: int, hold_us: int) -> dict[str, Any]:
-    """Churn = no purchase in the holdout; the model is fitted inside the calibration period
-    with a window as long as the holdout, then scores the customers at ``calibration_end``."""
+    """Churn = no purchase in the holdout, with the cadence rhythm (the default) and, as the
+    reference measured in the same run, the shrunk mean gap (``reference_shrunk_mean_rhythm``)."""
+    out = _churn_with(tx, split, cal_us, hold_us, "cadence")
+    if "skipped" not in out:
+        ref = _churn_with(tx, split, cal_us, hold_us, "shrunk_mean")
+        out["rhythm"] = "cadence"
+        out["reference_shrunk_mean_rhythm"] = {
+            k: ref[k] for k in ("holdout", "coefficients") if k in ref
+        }
+    return out
+
+
+def _churn_with(
+    tx: pl.DataFrame, split: pl.DataFrame, cal_us: int, hold_us: int, rhythm: Rhythm
+) -> dict[str, Any]:
+    """The churn model is fitted inside the calibration period with a window as long as the
+    holdout, then scores the customers at ``calibration_end``."""
     window = max(1, round((hold_us - cal_us) / DAY_US))
-    model = Lifetime(LifetimeConfig(churn_window_days=window))
+    model = Lifetime(LifetimeConfig(churn_window_days=window, churn_rhythm=rhythm))
     try:
         model.fit(tx, as_of=cal_us)
     except InputError as exc:
         return {"skipped": str(exc)}
     summary = rfm_summary(tx, as_of=cal_us)
-    scores = model.score(summary)
+    scores = model.score(summary, tx)
     got = summary.select("person_id").join(
         split.select("person_id", "frequency_holdout"),
         on="person_id",
@@ -228,23 +246,36 @@ def _churn(tx: pl.DataFrame, split: pl.DataFrame, cal_us: int, hold_us: int) -> 
     outcome = (got.get_column("frequency_holdout").fill_null(0) == 0).to_numpy().astype(float)
     baseline = ch.evaluate_probabilities(1.0 - scores["p_alive"], outcome)
     if model.churn_ is not None:
+        fitted = model.metrics_.get("churn") or {}
         return {
             "window_days": window,
             "method": "fitted inside the calibration period (features at calibration end minus "
             "the window), scored at the calibration end",
-            "fitted_inside_calibration": model.metrics_.get("churn"),
+            "fitted_inside_calibration": fitted,
+            "coefficients": fitted.get("coefficients"),
             "holdout": ch.evaluate_probabilities(scores["churn_risk"], outcome),
             "baseline_1_minus_p_alive": baseline,
         }
     # the calibration period is shorter than the window (e.g. CDNOW: 39 weeks then 39 weeks):
     # the label can only be read off the holdout itself, so predict each customer with a model
     # fitted on the other folds (5-fold cross-fitting) - still no customer scores itself
-    X = ch.features(
-        p_alive=scores["p_alive"],
-        frequency=scores["repeat_purchases"],
-        days_since_last=scores["days_since_last_purchase"],
-        usual_gap=scores["usual_gap_days"],
-    )
+    if rhythm == "cadence":  # the rhythm at the calibration end, from the calibration only
+        n, s1, s2 = ch.rhythm_statistics(tx, summary.get_column("person_id"), as_of_us=cal_us)
+        gap, high = ch.rhythm(ch.fit_rhythm_prior(n, s1, s2), n, s1, s2)
+        X = ch.features(
+            p_alive=scores["p_alive"],
+            frequency=scores["repeat_purchases"],
+            days_since_last=scores["days_since_last_purchase"],
+            usual_gap=gap,
+            window_high=high,
+        )
+    else:
+        X = ch.features(
+            p_alive=scores["p_alive"],
+            frequency=scores["repeat_purchases"],
+            days_since_last=scores["days_since_last_purchase"],
+            usual_gap=scores["usual_gap_days"],
+        )
     if outcome.min() == outcome.max():
         return {
             "skipped": "every customer had the same outcome in the holdout",
@@ -328,4 +359,33 @@ def evaluate_store(
     report["include_anonymous"] = include_anonymous
     if truth_path is not None:
         report["truth"] = truth_comparison(tx, truth_path, cal_us)
+        report["truth"]["cadence"] = cadence_truth(store, truth_path, cal_us, hold_us)
     return report
+
+
+def cadence_truth(
+    store: Store, truth_path: Path, calibration_end_us: int, holdout_end_us: int
+) -> dict[str, Any]:
+    """The recovered cadences, window coverage and sell delays against the simulator's truth
+    (:func:`concierge.models.cadence.evaluate_on_simulation`, the ``concierge evaluate cadence``
+    evaluation), on the same split: fitted on the log up to ``calibration_end``, the next
+    purchases looked for up to ``holdout_end``."""
+    import orjson
+
+    from concierge.models import cadence, people
+    from concierge.store import tables as t
+
+    with store.read() as conn:
+        ev, it = people.read(conn, t.events.c.ts_us <= holdout_end_us)
+    if ev.height == 0:
+        return {"skipped": "no events up to the holdout end"}
+    end_us = int(ev["ts_us"].cast(pl.Int64).max() or 0)  # type: ignore[arg-type]
+    if end_us <= calibration_end_us:
+        return {"skipped": "no events after the calibration end"}
+    # evaluate_on_simulation holds out the last `holdout_days` of the log it is given
+    holdout_days = (end_us - calibration_end_us) / DAY_US
+    out = cadence.evaluate_on_simulation(
+        ev, it, orjson.loads(truth_path.read_bytes()), holdout_days=holdout_days
+    )
+    out["holdout_days"] = round(holdout_days, 3)
+    return out

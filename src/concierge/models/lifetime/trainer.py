@@ -41,7 +41,7 @@ class LifetimeTrainer:
             return TrainReport(NAME, skipped=str(exc))
         ctx.report(NAME, 0.7)
         summary = rfm_summary(tx, as_of=ctx.as_of_us)
-        scores = model.score(summary)
+        scores = model.score(summary, tx)
         state, meta = model.to_artifact()
         arrays = dict(state)
         arrays["person_id"] = summary.get_column("person_id").to_numpy().astype(np.str_)
@@ -66,6 +66,13 @@ class LifetimeTrainer:
             "churn_brier": held.get("brier"),
             "churn_auc": held.get("auc"),
             "churn_log_loss": held.get("log_loss"),
+            "churn_rhythm": (
+                None
+                if model.churn_ is None
+                else "cadence"
+                if model.rhythm_prior_ is not None
+                else "shrunk_mean"
+            ),
         }
         info = ctx.registry.save(
             NAME,

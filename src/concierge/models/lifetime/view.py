@@ -13,7 +13,8 @@ _DRIVER_TEXT = {
     "p_alive": "probability still active",
     "log_frequency": "number of repeat purchases",
     "log_days_since_last": "days since the last purchase",
-    "log_overdue": "lateness against their own rhythm",
+    "log_overdue": "lateness against their own rhythm (typical gap)",
+    "log_past_window": "lateness against the window of their next purchase",
 }
 
 
@@ -94,8 +95,21 @@ def predictions(scores: Scores | None, person_id: str) -> dict[str, Any]:
             ),
         ],
     }
-    drivers = _model(scores).churn_drivers(row)
-    churn_reasons = [history] + [
+    model = _model(scores)
+    drivers = model.churn_drivers(row)
+    skipped = (
+        [
+            _reason(
+                "churn_model_skipped",
+                f"no churn model could be fitted ({model.churn_skipped_}): the risk shown is "
+                "1 - P(alive)",
+                why=model.churn_skipped_,
+            )
+        ]
+        if model.churn_ is None
+        else []
+    )
+    churn_reasons = [history, *skipped] + [
         _reason(
             "driver",
             f"{_DRIVER_TEXT[name]} {'raises' if c > 0 else 'lowers'} the risk",
@@ -112,6 +126,8 @@ def predictions(scores: Scores | None, person_id: str) -> dict[str, Any]:
         "window_days": meta.get("churn_window_days"),
         "overdue_ratio": ratio,
         "usual_gap_days": gap,
+        "rhythm_window_high_days": row.get("rhythm_window_high_days"),
+        "rhythm": scores.info.metrics.get("churn_rhythm"),
         "days_since_last_purchase": since,
         "reasons": churn_reasons,
     }
