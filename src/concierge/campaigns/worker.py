@@ -901,8 +901,9 @@ def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
                 out[k] = d.context[k]
     if campaign.audience is not None:
         out["audience"] = [c.model_dump() for c in campaign.audience.all]
-    if "entered" in d.context:
-        out["entered"] = d.context["entered"]
+    for k in ("entered", "stored_audience", "segment_id"):
+        if k in d.context:
+            out[k] = d.context[k]
     return out
 
 
