@@ -227,8 +227,9 @@ def preflight(
 
 def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> dict[str, Any]:
     """Queue one send per audience member of a live broadcast/lifecycle campaign (an existing
-    occasion is not queued twice). ``best_time`` puts each person at the hour of day they were
-    last active, in the first such hour after ``at``."""
+    occasion is not queued twice). ``best_time`` puts each person at their best local hour
+    (:mod:`concierge.campaigns.send_time`: engagement by local hour, shrunk toward the
+    population), the first such hour at or after ``at``."""
     with cg.store.read() as conn:
         camp, version = service.get(conn, campaign_id)
     if camp.audience is None:
@@ -241,15 +242,15 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
     members = _members(cg, camp.audience, now_us=now)
     import polars as pl
 
-    day = 86_400_000_000
     if camp.schedule is not None and camp.schedule.best_time:
-        tod = (pl.col("last_seen_us").fill_null(at_us) % day).alias("tod")
-        members = (
-            members.with_columns(tod)
-            .with_columns((pl.lit(at_us - at_us % day) + pl.col("tod")).alias("due"))
-            .with_columns(
-                pl.when(pl.col("due") < at_us).then(pl.col("due") + day).otherwise(pl.col("due"))
-            )
+        from concierge.campaigns import send_time
+
+        with cg.store.read() as conn:
+            pol = service.policy(conn, cg.store)
+            hours = send_time.best_hours(conn, members, default_tz=pol.default_timezone, now_us=now)
+        timed = send_time.due_at(hours, at_us).select("person_id", "due")
+        members = members.join(timed, on="person_id", how="left").with_columns(
+            pl.col("due").fill_null(at_us)
         )
     else:
         members = members.with_columns(pl.lit(at_us).alias("due"))
