@@ -20,10 +20,7 @@ from delivery_servers import smtp_server
 def _artifacts(cg: Concierge, clock: FrozenClock) -> None:
     now = to_us(clock.now())
     cg.registry.save(
-        # hand-made per-person artifacts under names of their own: the lifetime and cadence
-        # models' own 360 views expect their full artifacts, while campaigns only need the
-        # generic per-person contract
-        "test-churn",
+        "scores_lifetime",  # not the real models' names: the 360 loads those as models
         {
             "person_id": np.array(["ann", "bob", "cyd"]),
             "churn_risk": np.array([0.8, 0.2, 0.65]),
@@ -40,7 +37,7 @@ def _artifacts(cg: Concierge, clock: FrozenClock) -> None:
         },
     )
     cg.registry.save(
-        "test-cadence",
+        "scores_cadence",
         {"person_id": np.array(["bob", "cyd"]), "due_soon": np.array([True, False])},
         config={},
         metrics={},
@@ -109,7 +106,7 @@ def test_replenishment_due_and_preflight(cg: Concierge, clock: FrozenClock) -> N
     # a newer version of an artifact replaces the old one in every join
     now = to_us(clock.now() + timedelta(days=1))
     cg.registry.save(
-        "test-cadence",
+        "scores_cadence",
         {"person_id": np.array(["ann", "bob"]), "due_soon": np.array([True, True])},
         config={},
         metrics={},

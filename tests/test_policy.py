@@ -144,7 +144,7 @@ def test_consent_caps_and_keys_hold_for_any_sequence(
                 _, p, ch, granted = step
                 ev = {
                     "type": "consent",
-                    "event_id": f"e{n}",
+                    "event_id": f"e{n:04d}",  # ties at one timestamp go by event id
                     "customer_id": p,
                     "channel": ch,
                     "granted": granted,

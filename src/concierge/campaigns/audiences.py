@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import polars as pl
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from concierge.campaigns.definitions import AudienceSpec, Condition
 from concierge.campaigns.predictions import Predictions
@@ -104,13 +104,19 @@ def evaluate(
             },
         )
     frame = frame.with_columns(pl.lit(now_us, dtype=pl.Int64).alias("now"))
+    if spec.stored is not None:
+        frame = frame.join(stored_members(store, spec.stored), on="person_id", how="inner")
     fast = [c for c in spec.all if vectorised(c)]
+    if spec.segment_id is not None:
+        fast.append(Condition(field="predictions.segment_id", op="==", value=spec.segment_id))
     slow = [c for c in spec.all if not vectorised(c)]
     by = spec.occasion_by.split(".", 1)[1] if spec.occasion_by.startswith("predictions.") else None
     if by is not None or any(c.field.startswith("predictions.") for c in fast):
         preds = predictions.refresh()
         frame = frame.join(preds, on="person_id", how="left")
-    if by is not None:
+    if spec.occasion_by == "entry":
+        frame = frame.with_columns(pl.col("entered_seq").cast(pl.String).alias("occasion_value"))
+    elif by is not None:
         if by not in frame.columns:
             return (
                 frame.clear()
@@ -146,6 +152,34 @@ def evaluate(
                         keep.append(pid)
         frame = frame.filter(pl.col("person_id").is_in(keep))
     return frame.select("person_id", "last_seen_us", "occasion_value")
+
+
+def stored_members(store: Store, key: str) -> pl.DataFrame:
+    """The current members of a stored audience (by id or name): ``person_id`` and
+    ``entered_seq``, the sequence number of the ``audience_changes`` row of their current entry
+    (the newest ``entered`` change; members from before changes were recorded get 0).
+
+    One query each for the membership and for the entries, joined in Polars."""
+    from concierge.audiences import service as aservice
+
+    m, ch = t.audience_members, t.audience_changes
+    with store.read() as conn:
+        aid = aservice.get(conn, key)["audience_id"]
+        members = pl.read_database(
+            select(m.c.person_id).where(m.c.audience_id == aid),
+            conn,
+            schema_overrides={"person_id": pl.String},
+        )
+        entries = pl.read_database(
+            select(ch.c.person_id, func.max(ch.c.seq).label("entered_seq"))
+            .where(ch.c.audience_id == aid, ch.c.change == "entered")
+            .group_by(ch.c.person_id),
+            conn,
+            schema_overrides={"person_id": pl.String, "entered_seq": pl.Int64},
+        )
+    return members.join(entries, on="person_id", how="left").with_columns(
+        pl.col("entered_seq").fill_null(0)
+    )
 
 
 def _doc_value(field: str, doc: pdoc.Doc, now_us: int, half_life_days: float, gap: float) -> Any:

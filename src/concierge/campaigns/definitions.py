@@ -107,14 +107,32 @@ class Condition(_M):
 class AudienceSpec(_M):
     """People who satisfy every condition (and are known customers).
 
+    ``stored`` names a stored rule-based audience (its id or its name, see
+    :mod:`concierge.audiences`): only its current members count, refreshed before each run.
+    ``segment_id`` keeps only the people of that micro-segment in the newest ``segments``
+    artifact. Both combine with the inline conditions of ``all`` (every one must hold).
+
     ``occasion_by`` says when a person counts again: ``run`` (every scheduled run),
-    ``person`` (once ever), or ``predictions.<column>`` (once per value of that column: the
-    entry into a segment or a CLV tier, not every run while they stay in it)."""
+    ``person`` (once ever), ``predictions.<column>`` (once per value of that column: the
+    entry into a segment or a CLV tier, not every run while they stay in it), or ``entry``
+    (once per entry into the ``stored`` audience: the occasion is the sequence number of the
+    person's ``entered`` row in ``audience_changes``, so leaving and coming back is a new
+    occasion while staying in is not)."""
 
     all: list[Condition] = Field(default_factory=list)
+    stored: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    segment_id: int | None = Field(None, ge=0)
     occasion_by: Annotated[
-        str, StringConstraints(pattern=r"^(run|person|predictions\.[A-Za-z0-9_]+)$")
+        str, StringConstraints(pattern=r"^(run|person|entry|predictions\.[A-Za-z0-9_]+)$")
     ] = "run"
+
+    @model_validator(mode="after")
+    def _entry_needs_stored(self) -> AudienceSpec:
+        if self.occasion_by == "entry" and self.stored is None:
+            raise FieldProblem(
+                "occasion_by", "'entry' counts entries into a stored audience: name it in stored"
+            )
+        return self
 
 
 class ScheduleSpec(_M):

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import select
 
 from concierge.campaigns import audiences, due_queue, service
-from concierge.campaigns.definitions import Campaign, ContactPolicy
+from concierge.campaigns.definitions import AudienceSpec, Campaign, ContactPolicy
 from concierge.campaigns.policy import PREF_WEEKLY, address_of, check, consented
 from concierge.campaigns.templates import Held
 from concierge.channels import audiences_export, onsite
@@ -37,9 +37,41 @@ def _event_who(person_id: str) -> dict[str, str]:
 # -- campaigns -------------------------------------------------------------------------------
 
 
+def _members(cg: Concierge, spec: AudienceSpec, *, now_us: int) -> Any:
+    """The people of a campaign audience now: a stored audience is refreshed first
+    (incrementally: only people whose profile changed since its last evaluation), so its
+    membership and its ``entered`` changes are current."""
+    if spec.stored is not None:
+        cg.refresh_audiences(only=spec.stored)
+    return audiences.evaluate(
+        cg.store,
+        spec,
+        predictions=cg.campaign_engine().predictions,
+        now_us=now_us,
+        half_life_days=cg.settings.affinity_half_life_days,
+        session_gap_minutes=cg.settings.session_gap_minutes,
+    )
+
+
+def _check_stored(cg: Concierge, campaign: Campaign) -> None:
+    from concierge.audiences import service as aservice
+
+    if campaign.audience is None or campaign.audience.stored is None:
+        return
+    with cg.store.read() as conn:
+        try:
+            aservice.get(conn, campaign.audience.stored)
+        except NotFoundError:
+            raise InputError.one(
+                "audience.stored",
+                f"no stored audience has the id or name {campaign.audience.stored!r}",
+            ) from None
+
+
 def save_campaign(cg: Concierge, data: Any) -> dict[str, Any]:
     engine = cg.campaign_engine()
     campaign = service.validate_campaign(data, engine.renderer)
+    _check_stored(cg, campaign)
     with cg.store.write() as conn:
         version = service.save(conn, campaign, now_us=cg._now_us())
     return {"campaign_id": campaign.campaign_id, "version": version, "status": campaign.status}
@@ -141,14 +173,7 @@ def preflight(
         raise InputError.one("audience", "preflight needs an audience (a broadcast/lifecycle)")
     engine = cg.campaign_engine()
     now = cg._now_us()
-    members = audiences.evaluate(
-        cg.store,
-        camp.audience,
-        predictions=engine.predictions,
-        now_us=now,
-        half_life_days=cg.settings.affinity_half_life_days,
-        session_gap_minutes=cg.settings.session_gap_minutes,
-    )
+    members = _members(cg, camp.audience, now_us=now)
     ids = members.get_column("person_id").to_list()
     if sample is not None:
         ids = ids[:sample]
@@ -202,9 +227,9 @@ def preflight(
 
 def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> dict[str, Any]:
     """Queue one send per audience member of a live broadcast/lifecycle campaign (an existing
-    occasion is not queued twice). ``best_time`` puts each person at the hour of day they were
-    last active, in the first such hour after ``at``."""
-    engine = cg.campaign_engine()
+    occasion is not queued twice). ``best_time`` puts each person at their best local hour
+    (:mod:`concierge.campaigns.send_time`: engagement by local hour, shrunk toward the
+    population), the first such hour at or after ``at``."""
     with cg.store.read() as conn:
         camp, version = service.get(conn, campaign_id)
     if camp.audience is None:
@@ -214,25 +239,18 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
     when = at or (camp.schedule.at if camp.schedule else cg.clock.now())
     at_us = to_us(when)
     now = cg._now_us()
-    members = audiences.evaluate(
-        cg.store,
-        camp.audience,
-        predictions=engine.predictions,
-        now_us=now,
-        half_life_days=cg.settings.affinity_half_life_days,
-        session_gap_minutes=cg.settings.session_gap_minutes,
-    )
+    members = _members(cg, camp.audience, now_us=now)
     import polars as pl
 
-    day = 86_400_000_000
     if camp.schedule is not None and camp.schedule.best_time:
-        tod = (pl.col("last_seen_us").fill_null(at_us) % day).alias("tod")
-        members = (
-            members.with_columns(tod)
-            .with_columns((pl.lit(at_us - at_us % day) + pl.col("tod")).alias("due"))
-            .with_columns(
-                pl.when(pl.col("due") < at_us).then(pl.col("due") + day).otherwise(pl.col("due"))
-            )
+        from concierge.campaigns import send_time
+
+        with cg.store.read() as conn:
+            pol = service.policy(conn, cg.store)
+            hours = send_time.best_hours(conn, members, default_tz=pol.default_timezone, now_us=now)
+        timed = send_time.due_at(hours, at_us).select("person_id", "due")
+        members = members.join(timed, on="person_id", how="left").with_columns(
+            pl.col("due").fill_null(at_us)
         )
     else:
         members = members.with_columns(pl.lit(at_us).alias("due"))
@@ -242,17 +260,29 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
         if by == "run"
         else f"{camp.kind}:once"
         if by == "person"
+        else f"{camp.kind}:entry:{camp.audience.stored}:"
+        if by == "entry"
         else f"{camp.kind}:{by}="
     )
+    per_value = by == "entry" or by.startswith("predictions.")
     rule = [c.model_dump(mode="json") for c in camp.audience.all]
+    where: dict[str, Any] = {}
+    if camp.audience.stored is not None:
+        where["stored_audience"] = camp.audience.stored
+    if camp.audience.segment_id is not None:
+        where["segment_id"] = camp.audience.segment_id
     rows = [
         {
             "campaign_id": camp.campaign_id,
             "person_id": pid,
-            "occasion": occasion + (value or "") if by.startswith("predictions.") else occasion,
+            "occasion": occasion + (value or "") if per_value else occasion,
             "due_us": int(due),
             "trigger_us": at_us,
-            "context": {"audience": rule, **({"entered": f"{by}={value}"} if value else {})},
+            "context": {
+                "audience": rule,
+                **where,
+                **({"entered": f"{by}={value}"} if value else {}),
+            },
         }
         for pid, due, value in members.select("person_id", "due", "occasion_value").iter_rows()
     ]
@@ -536,14 +566,7 @@ def export_ads(
         camp, _v = service.get(conn, campaign_id)
     if camp.audience is None:
         raise InputError.one("audience", "the campaign has no audience")
-    members = audiences.evaluate(
-        cg.store,
-        camp.audience,
-        predictions=engine.predictions,
-        now_us=cg._now_us(),
-        half_life_days=cg.settings.affinity_half_life_days,
-        session_gap_minutes=cg.settings.session_gap_minutes,
-    )
+    members = _members(cg, camp.audience, now_us=cg._now_us())
     ids = members.get_column("person_id").to_list()
     pairs: list[tuple[str | None, str | None]] = []
     for i in range(0, len(ids), 1000):
