@@ -44,6 +44,17 @@ def test_perfect_and_empty_slots() -> None:
     assert m3["people"] == 1 and m3["recall@3"] == 1.0
 
 
+def test_lists_shorter_than_k_count_the_missing_ranks_as_misses() -> None:
+    """A catalog of 3 items asked for k=5: the metrics equal those of the list padded with
+    misses (found by a 4-item store in the training run)."""
+    recs = np.array([[1, 2, 0], [2, 0, 1]])
+    relevant = rel([[2, 5, 6], [1]], n=10)
+    short = ranking_metrics(recs, relevant, ks=(5,))
+    padded = ranking_metrics(np.pad(recs, ((0, 0), (0, 2)), constant_values=-1), relevant, ks=(5,))
+    assert short == padded
+    assert short["recall@5"] == pytest.approx((1 / 3 + 1) / 2)
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.timeout(1200)  # 80 s on a quiet machine; several minutes when the cores are shared

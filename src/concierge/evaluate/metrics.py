@@ -58,7 +58,11 @@ def ranking_metrics(
         return out | {
             f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg", "map", "hit_rate", "coverage")
         }
-    discounts = 1.0 / np.log2(np.arange(2, recs.shape[1] + 2))
+    width = max(max(ks), recs.shape[1])
+    if recs.shape[1] < width:  # fewer items than k (a small catalog): the rest are misses
+        hits = np.pad(hits, ((0, 0), (0, width - recs.shape[1])))
+        recs_k = np.pad(recs_k, ((0, 0), (0, width - recs.shape[1])), constant_values=-1)
+    discounts = 1.0 / np.log2(np.arange(2, width + 2))
     for k in ks:
         h = hits[:, :k].astype(np.float64)
         out[f"recall@{k}"] = float(np.mean(h.sum(axis=1) / nrel))
