@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,40 @@ def test_predictions_and_trained_models_appear(cg: Concierge) -> None:
         assert "recall_at_10=0.42" in client.get("/dashboard/models").text
 
 
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def dashboard_browser(chromium: str, db_url: str) -> Iterator[tuple[Any, str, list[str]]]:
+    """A real server over ``db_url`` and a headless Chromium page: (page, base URL, problems),
+    where problems collects console errors and page errors."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = start_server(db_url, port)
+    problems: list[str] = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+            try:
+                page = browser.new_page()
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                yield page, f"http://127.0.0.1:{port}", problems
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 @pytest.fixture
 def chromium() -> str:
     if not os.path.exists(CHROMIUM):
@@ -213,60 +248,35 @@ def chromium() -> str:
 def test_a_marketer_signs_in_and_reads_a_customer_in_chromium(
     chromium: str, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     db_url = f"sqlite:///{tmp_path / 'dash.db'}"
     with Concierge(db_url) as c:
         _fill(c)
         secret = c.create_api_key("marketer", "read")[1]
-    port = free_port()
-    server = start_server(db_url, port)
-    base = f"http://127.0.0.1:{port}"
-    problems: list[str] = []
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=chromium,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
-            )
-            page = browser.new_page()
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{base}/dashboard/customers")
-            assert "/dashboard/login" in page.url
-            page.fill("#key", "wrong")
-            page.click("#signin")
-            assert "unknown or revoked" in page.inner_text("#error")
-            page.fill("#key", secret)
-            page.click("#signin")
-            page.wait_for_url(f"{base}/dashboard/customers")
-            page.fill("#q", "ann@")
-            page.click("#search")
-            page.wait_for_selector("#total")
-            assert page.inner_text("#total") == "1 match"
-            page.click("#customers a")
-            page.wait_for_selector("#timeline")
-            assert page.inner_text("#who") == "<script>alert(1)</script>"  # shown as text
-            timeline = page.inner_text("#timeline")
-            assert "purchase" in timeline and "trail shoes" in timeline
-            assert page.locator("#consent tr").count() == 4  # header + 3 channels
-            assert page.locator("#affinities meter").count() >= 3
-            page.click("text=Overview")
-            assert page.inner_text("#people") == "3"
-            page.click("text=Sign out")
-            page.wait_for_url(f"{base}/dashboard/login")
-            page.goto(f"{base}/dashboard")
-            assert "/dashboard/login" in page.url
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
+    with dashboard_browser(chromium, db_url) as (page, base, problems):
+        page.goto(f"{base}/dashboard/customers")
+        assert "/dashboard/login" in page.url
+        page.fill("#key", "wrong")
+        page.click("#signin")
+        assert "unknown or revoked" in page.inner_text("#error")
+        page.fill("#key", secret)
+        page.click("#signin")
+        page.wait_for_url(f"{base}/dashboard/customers")
+        page.fill("#q", "ann@")
+        page.click("#search")
+        page.wait_for_selector("#total")
+        assert page.inner_text("#total") == "1 match"
+        page.click("#customers a")
+        page.wait_for_selector("#timeline")
+        assert page.inner_text("#who") == "<script>alert(1)</script>"  # shown as text
+        timeline = page.inner_text("#timeline")
+        assert "purchase" in timeline and "trail shoes" in timeline
+        assert page.locator("#consent tr").count() == 4  # header + 3 channels
+        assert page.locator("#affinities meter").count() >= 3
+        page.click("text=Overview")
+        assert page.inner_text("#people") == "3"
+        page.click("text=Sign out")
+        page.wait_for_url(f"{base}/dashboard/login")
+        page.goto(f"{base}/dashboard")
+        assert "/dashboard/login" in page.url
     # the one expected failure is the refused sign-in (401); anything else is a broken page
     assert [p for p in problems if "status of 401" not in p] == []

@@ -20,8 +20,7 @@ from concierge import Concierge
 from concierge.api.app import create_app
 from concierge.web.routes import customer_view
 from helpers import purchase, shoe
-from test_api_durability import free_port, start_server
-from test_dashboard import _login
+from test_dashboard import _login, dashboard_browser
 from test_dashboard import chromium as chromium  # the fixture
 from test_segments import shop
 
@@ -405,71 +404,46 @@ def test_overview_headline_predictions(cg: Concierge, client: TestClient) -> Non
 def test_a_marketer_works_with_segments_and_audiences_in_chromium(
     chromium: str, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     db_url = f"sqlite:///{tmp_path / 'dash.db'}"
     with Concierge(db_url) as c:
         _trained(c)
         admin = c.create_api_key("marketer", "admin")[1]
-    port = free_port()
-    server = start_server(db_url, port)
-    base = f"http://127.0.0.1:{port}"
-    problems: list[str] = []
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=chromium,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
-            )
-            page = browser.new_page()
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{base}/dashboard/segments")
-            page.fill("#key", admin)
-            page.click("#signin")
-            page.wait_for_url(f"{base}/dashboard/segments")
-            page.click("#sort-value")
-            page.wait_for_url(re.compile(r".*order=value.*"))
-            page.click("#segments a.persona >> nth=0")
-            page.wait_for_selector("#members")
-            page.click("#members a >> nth=0")
-            page.wait_for_selector("#lifetime")
-            assert "P(alive)" in page.inner_text("#lifetime")
-            assert page.locator("#segment a.persona").count() == 1
+    with dashboard_browser(chromium, db_url) as (page, base, problems):
+        page.goto(f"{base}/dashboard/segments")
+        page.fill("#key", admin)
+        page.click("#signin")
+        page.wait_for_url(f"{base}/dashboard/segments")
+        page.click("#sort-value")
+        page.wait_for_url(re.compile(r".*order=value.*"))
+        page.click("#segments a.persona >> nth=0")
+        page.wait_for_selector("#members")
+        page.click("#members a >> nth=0")
+        page.wait_for_selector("#lifetime")
+        assert "P(alive)" in page.inner_text("#lifetime")
+        assert page.locator("#segment a.persona").count() == 1
 
-            page.click("text=Audiences")
-            page.fill("#name", "heavy buyers")
-            page.fill("#rule", "ordrs >= 3")
-            page.click("#create-audience")
-            page.wait_for_selector("#error")
-            assert "ordrs" in page.inner_text("#error")
-            assert page.input_value("#rule") == "ordrs >= 3"  # kept to correct
-            page.fill("#rule", "orders >= 3")
-            page.click("#create-audience")
-            page.wait_for_selector("#members-count")
-            assert page.inner_text("#members-count") == "20"
-            page.click("#refresh")
-            page.wait_for_selector("#notice")
-            assert page.inner_text("#notice") == "Re-evaluated."
-            page.click("#delete")  # without the tick: refused, still there
-            page.wait_for_selector("#error")
-            page.check("#confirm")
-            page.click("#delete")
-            page.wait_for_selector("#notice")
-            assert "Deleted the audience heavy buyers." in page.inner_text("#notice")
-            page.click("text=Overview")
-            assert page.locator("#headline .card").count() >= 4
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
+        page.click("text=Audiences")
+        page.fill("#name", "heavy buyers")
+        page.fill("#rule", "ordrs >= 3")
+        page.click("#create-audience")
+        page.wait_for_selector("#error")
+        assert "ordrs" in page.inner_text("#error")
+        assert page.input_value("#rule") == "ordrs >= 3"  # kept to correct
+        page.fill("#rule", "orders >= 3")
+        page.click("#create-audience")
+        page.wait_for_selector("#members-count")
+        assert page.inner_text("#members-count") == "20"
+        page.click("#refresh")
+        page.wait_for_selector("#notice")
+        assert page.inner_text("#notice") == "Re-evaluated."
+        page.click("#delete")  # without the tick: refused, still there
+        page.wait_for_selector("#error")
+        page.check("#confirm")
+        page.click("#delete")
+        page.wait_for_selector("#notice")
+        assert "Deleted the audience heavy buyers." in page.inner_text("#notice")
+        page.click("text=Overview")
+        assert page.locator("#headline .card").count() >= 4
     # the refused rule (400) and delete without the tick (400) are expected responses
     assert [p for p in problems if "status of 400" not in p] == []
 

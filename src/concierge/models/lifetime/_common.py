@@ -10,6 +10,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 
 from concierge.errors import InputError
+from concierge.models.base import C, ModelBase
 
 F = npt.NDArray[np.float64]
 
@@ -128,3 +129,49 @@ def fit_log_params(
     )
     best = res2 if res2.fun <= res.fun else res
     return np.exp(best.x), bool(res2.success), int(res.nit + res2.nit), str(best.message)
+
+
+class ParametricModel(ModelBase[C]):
+    """A model whose fitted state is a few named parameters and the figures of its fit.
+
+    Subclasses set ``PARAMS`` (the names in the paper's order) and, at the end of ``fit``,
+    ``params_``, ``log_likelihood_``, ``n_``, ``converged_`` and ``iterations_``; anything
+    else they keep goes through :meth:`_extra_state` / :meth:`_load_extra_state`.
+    """
+
+    PARAMS: tuple[str, ...] = ()
+    params_: dict[str, float]
+    log_likelihood_: float
+    n_: int
+    converged_: bool
+    iterations_: int
+
+    def params_array(self) -> F:
+        """The fitted parameters in ``PARAMS`` order."""
+        self.check_fitted()
+        return np.array([self.params_[k] for k in self.PARAMS])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, meta: dict[str, Any]) -> None:
+        return None
+
+    def _state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        return {"params": self.params_array()}, {
+            "params": self.params_,
+            "log_likelihood": self.log_likelihood_,
+            "n": self.n_,
+            "converged": self.converged_,
+            "iterations": self.iterations_,
+            **self._extra_state(),
+        }
+
+    def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
+        p = np.asarray(arrays["params"], dtype=np.float64)
+        self.params_ = dict(zip(self.PARAMS, (float(v) for v in p), strict=True))
+        self.log_likelihood_ = float(meta["log_likelihood"])
+        self.n_ = int(meta["n"])
+        self.converged_ = bool(meta["converged"])
+        self.iterations_ = int(meta["iterations"])
+        self._load_extra_state(meta)

@@ -31,13 +31,13 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
-from concierge.models.base import ModelBase, ModelConfig
+from concierge.models.base import ModelConfig
 from concierge.models.lifetime._common import (
     F,
+    ParametricModel,
     as_array,
     by_count,
     check_rfm,
@@ -60,7 +60,7 @@ class BetaGeoConfig(ModelConfig):
     maxiter: int = Field(2000, ge=10, description="Most optimizer iterations.")
 
 
-class BetaGeo(ModelBase[BetaGeoConfig]):
+class BetaGeo(ParametricModel[BetaGeoConfig]):
     """The BG/NBD model: P(alive) and expected repeat purchases per customer.
 
     Fitted attributes: ``params_`` (r, alpha, a, b), ``log_likelihood_`` (the sample total, in
@@ -72,6 +72,8 @@ class BetaGeo(ModelBase[BetaGeoConfig]):
     >>> bool(0 <= m.conditional_probability_alive(2, 20.0, 38.0)[0] <= 1)
     True
     """
+
+    PARAMS = PARAMS
 
     name: ClassVar[str] = "bgnbd"
     Config: ClassVar[type[ModelConfig]] = BetaGeoConfig
@@ -149,26 +151,7 @@ class BetaGeo(ModelBase[BetaGeoConfig]):
 
     # -- state -------------------------------------------------------------------------------
 
-    def params_array(self) -> F:
-        self.check_fitted()
-        return np.array([self.params_[k] for k in PARAMS])
-
-    def _state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-        return {"params": self.params_array()}, {
-            "params": self.params_,
-            "log_likelihood": self.log_likelihood_,
-            "n": self.n_,
-            "converged": self.converged_,
-            "iterations": self.iterations_,
-        }
-
-    def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-        p = np.asarray(arrays["params"], dtype=np.float64)
-        self.params_ = dict(zip(PARAMS, (float(v) for v in p), strict=True))
-        self.log_likelihood_ = float(meta["log_likelihood"])
-        self.n_ = int(meta["n"])
-        self.converged_ = bool(meta["converged"])
-        self.iterations_ = int(meta["iterations"])
+    def _load_extra_state(self, meta: dict[str, Any]) -> None:
         self.message_ = ""
 
     # -- quantities --------------------------------------------------------------------------

@@ -26,13 +26,12 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 from scipy.special import digamma, gammaln
 
 from concierge.errors import InputError
-from concierge.models.base import ModelBase, ModelConfig
-from concierge.models.lifetime._common import F, as_array, by_count, fit_log_params
+from concierge.models.base import ModelConfig
+from concierge.models.lifetime._common import F, ParametricModel, as_array, by_count, fit_log_params
 
 PARAMS = ("p", "q", "gamma")
 _Pre = tuple[F, F, float, float, F]  # distinct x, their weights, Σw·x·ln m, Σw·ln m, w·x
@@ -63,12 +62,14 @@ class GammaGammaConfig(ModelConfig):
     maxiter: int = Field(2000, ge=10, description="Most optimizer iterations.")
 
 
-class GammaGamma(ModelBase[GammaGammaConfig]):
+class GammaGamma(ParametricModel[GammaGammaConfig]):
     """Expected spend per transaction for each customer, shrunk toward the population mean.
 
     Fitted attributes: ``params_`` (p, q, gamma), ``log_likelihood_``, ``n_`` (customers used:
     those with x > 0 and m_x > 0), ``converged_``.
     """
+
+    PARAMS = PARAMS
 
     name: ClassVar[str] = "gamma_gamma"
     Config: ClassVar[type[ModelConfig]] = GammaGammaConfig
@@ -130,27 +131,6 @@ class GammaGamma(ModelBase[GammaGammaConfig]):
             w.sum()
         )
         return self._fitted()
-
-    def params_array(self) -> F:
-        self.check_fitted()
-        return np.array([self.params_[k] for k in PARAMS])
-
-    def _state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-        return {"params": self.params_array()}, {
-            "params": self.params_,
-            "log_likelihood": self.log_likelihood_,
-            "n": self.n_,
-            "converged": self.converged_,
-            "iterations": self.iterations_,
-        }
-
-    def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-        v = np.asarray(arrays["params"], dtype=np.float64)
-        self.params_ = dict(zip(PARAMS, (float(x) for x in v), strict=True))
-        self.log_likelihood_ = float(meta["log_likelihood"])
-        self.n_ = int(meta["n"])
-        self.converged_ = bool(meta["converged"])
-        self.iterations_ = int(meta["iterations"])
 
     def population_mean(self) -> float:
         """E[Z] = pγ/(q-1) for a new customer (infinite when q <= 1)."""

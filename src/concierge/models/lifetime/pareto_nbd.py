@@ -26,12 +26,17 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import numpy.typing as npt
 from pydantic import Field
 from scipy.special import gammaln, hyp2f1
 
-from concierge.models.base import ModelBase, ModelConfig
-from concierge.models.lifetime._common import F, check_rfm, compress, fit_log_params
+from concierge.models.base import ModelConfig
+from concierge.models.lifetime._common import (
+    F,
+    ParametricModel,
+    check_rfm,
+    compress,
+    fit_log_params,
+)
 
 PARAMS = ("r", "alpha", "s", "beta")
 
@@ -103,12 +108,14 @@ class ParetoNBDConfig(ModelConfig):
     maxiter: int = Field(3000, ge=10, description="Most optimizer iterations.")
 
 
-class ParetoNBD(ModelBase[ParetoNBDConfig]):
+class ParetoNBD(ParametricModel[ParetoNBDConfig]):
     """The Pareto/NBD model: P(alive) and expected repeat purchases per customer.
 
     Fitted attributes: ``params_`` (r, alpha, s, beta), ``log_likelihood_``, ``n_``,
     ``converged_``.
     """
+
+    PARAMS = PARAMS
 
     name: ClassVar[str] = "pareto_nbd"
     Config: ClassVar[type[ModelConfig]] = ParetoNBDConfig
@@ -149,27 +156,10 @@ class ParetoNBD(ModelBase[ParetoNBDConfig]):
         self.log_likelihood_ = float(w @ _loglik(tuple(params), ux, ut, uT))
         return self._fitted()
 
-    def params_array(self) -> F:
-        self.check_fitted()
-        return np.array([self.params_[k] for k in PARAMS])
+    def _extra_state(self) -> dict[str, Any]:
+        return {"at_bound": self.at_bound_}
 
-    def _state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-        return {"params": self.params_array()}, {
-            "params": self.params_,
-            "log_likelihood": self.log_likelihood_,
-            "n": self.n_,
-            "converged": self.converged_,
-            "iterations": self.iterations_,
-            "at_bound": self.at_bound_,
-        }
-
-    def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-        p = np.asarray(arrays["params"], dtype=np.float64)
-        self.params_ = dict(zip(PARAMS, (float(v) for v in p), strict=True))
-        self.log_likelihood_ = float(meta["log_likelihood"])
-        self.n_ = int(meta["n"])
-        self.converged_ = bool(meta["converged"])
-        self.iterations_ = int(meta["iterations"])
+    def _load_extra_state(self, meta: dict[str, Any]) -> None:
         self.at_bound_ = bool(meta.get("at_bound", False))
 
     def _p(self) -> tuple[float, float, float, float]:
