@@ -120,29 +120,25 @@ def record(
 ) -> None:
     """Insert the row (the caller checked there is none, in the same transaction; the unique
     constraint refuses a duplicate anyway)."""
-    conn.execute(
-        t.outbox.insert().values(
-            outbox_key=key,
-            campaign_id=campaign_id,
-            step=step,
-            person_id=person_id,
-            occasion=occasion,
-            channel=channel,
-            address=address,
-            status=status,
-            attempts=1 if status == "sending" else 0,
-            message_id=message_id,
-            subject=subject,
-            body_text=text,
-            body_html=html,
-            explain=orjson.dumps(explain).decode(),
-            lease_owner=lease_owner,
-            lease_until_us=lease_until_us,
-            created_us=now_us,
-            updated_us=now_us,
-            sent_us=None,
-        )
+    row = _row(
+        key=key,
+        campaign_id=campaign_id,
+        step=step,
+        person_id=person_id,
+        occasion=occasion,
+        channel=channel,
+        status=status,
+        explain=explain,
+        now_us=now_us,
+        address=address,
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=message_id,
+        lease_owner=lease_owner,
+        lease_until_us=lease_until_us,
     )
+    conn.execute(t.outbox.insert().values(**row))
 
 
 def mark(conn: Connection, key: str, status: str, *, now_us: int, **values: Any) -> None:

@@ -12,6 +12,7 @@ Subclass it in a pytest class and supply three hooks; pytest collects the ``test
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -39,19 +40,22 @@ def _assert_same(a: Any, b: Any, rtol: float) -> None:
             np.testing.assert_array_equal(arr_a, arr_b)
 
 
-class EstimatorContract:
+class EstimatorContract(ABC):
     """Generic checks: unfitted use raises, refits repeat, artifacts and configs round-trip."""
 
     refit_rtol: float = 1e-6
 
+    @abstractmethod
     def make_model(self, **overrides: Any) -> ModelBase[Any]:
-        raise NotImplementedError
+        """Supplied by each model's test class."""
 
+    @abstractmethod
     def fit(self, model: ModelBase[Any]) -> ModelBase[Any]:
-        raise NotImplementedError
+        """Supplied by each model's test class."""
 
+    @abstractmethod
     def output(self, model: ModelBase[Any]) -> Any:
-        raise NotImplementedError
+        """Supplied by each model's test class."""
 
     def test_unfitted_raises(self) -> None:
         model = self.make_model()

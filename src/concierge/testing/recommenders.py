@@ -8,6 +8,7 @@ every odd item, the diagonal withheld): the right answer is known by constructio
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -24,20 +25,23 @@ def checkerboard(n: int = 20) -> sp.csr_matrix:
     return sp.csr_matrix(ret - np.eye(n), dtype=np.float32)
 
 
-class RecommenderContract:
+class RecommenderContract(ABC):
     """Filters honoured, same seed same output, refit same, save -> load same, checkerboard."""
 
     n = 20
     atol = 1e-5
 
+    @abstractmethod
     def make_model(self, **overrides: Any) -> ModelBase[Any]:
-        raise NotImplementedError
+        """Supplied by each model's test class."""
 
+    @abstractmethod
     def fit(self, model: ModelBase[Any], user_items: sp.csr_matrix) -> ModelBase[Any]:
-        raise NotImplementedError
+        """Supplied by each model's test class."""
 
+    @abstractmethod
     def scores(self, model: ModelBase[Any], row: sp.csr_matrix) -> np.ndarray[Any, Any]:
-        raise NotImplementedError
+        """Supplied by each model's test class."""
 
     def _fitted(self) -> tuple[ModelBase[Any], sp.csr_matrix]:
         m = checkerboard(self.n)
