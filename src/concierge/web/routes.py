@@ -106,6 +106,15 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    def no_audience(key: ApiKey, audience_key: str) -> HTMLResponse:
+        return page(
+            "missing.html",
+            status=404,
+            key=key,
+            nav="audiences",
+            what=f"No audience {audience_key!r}.",
+        )
+
     async def signed_in(request: Request) -> ApiKey | None:
         secret = request.cookies.get(COOKIE)
         if not secret:
@@ -485,13 +494,7 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         try:
             data = await asyncio.to_thread(audience_data, audience_key, page_no)
         except NotFoundError:
-            return page(
-                "missing.html",
-                status=404,
-                key=key,
-                nav="audiences",
-                what=f"No audience {audience_key!r}.",
-            )
+            return no_audience(key, audience_key)
         notices = {
             "refreshed": "Re-evaluated.",
             "created": "Created and evaluated.",
@@ -519,13 +522,7 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         try:
             (res,) = await asyncio.to_thread(cg.refresh_audiences, only=audience_key)
         except NotFoundError:
-            return page(
-                "missing.html",
-                status=404,
-                key=key,
-                nav="audiences",
-                what=f"No audience {audience_key!r}.",
-            )
+            return no_audience(key, audience_key)
         return RedirectResponse(
             f"{PREFIX}/audiences/{quote(res['audience_id'], safe='')}?done=refreshed",
             status_code=303,
@@ -542,13 +539,7 @@ def dashboard_router(concierge: Concierge, lookup: KeyLookup, settle: Settle) ->
         try:
             aud = await asyncio.to_thread(cg.audience, audience_key)
         except NotFoundError:
-            return page(
-                "missing.html",
-                status=404,
-                key=key,
-                nav="audiences",
-                what=f"No audience {audience_key!r}.",
-            )
+            return no_audience(key, audience_key)
         if form.get("confirm") != "yes":
             data = await asyncio.to_thread(audience_data, aud["audience_id"], 1)
             return page(
