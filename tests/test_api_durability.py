@@ -201,3 +201,90 @@ def test_several_server_processes_on_postgresql(pg_url: str) -> None:
         assert sum(d["n_events"] for d in incremental.values()) == accepted
         c.rebuild()
         assert close(c.profile_docs(), incremental) == []
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # exited, not yet reaped
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_the_applier_process(db_url: str) -> None:
+    """``serve`` applies events to profiles in a second process: reads see every acknowledged
+    event (read-your-writes across processes); with that process killed the API applies by
+    itself; killed with the server, it exits instead of living on."""
+    with Concierge(db_url) as c:
+        c.ensure_api_key("load", "ingest", SECRET)
+        c.ensure_api_key("reader", "read", SECRET + "-read")
+    port = free_port()
+    server = start_server(db_url, port)
+    base = f"http://127.0.0.1:{port}"
+    ingest = {"Authorization": f"Bearer {SECRET}"}
+    read = {"Authorization": f"Bearer {SECRET}-read"}
+
+    def views(n: int, start: int) -> list[dict[str, str]]:
+        return [
+            {
+                "type": "view",
+                "event_id": f"v{start + i}",
+                "customer_id": "ann",
+                "product_id": f"p{i % 3}",
+                "timestamp": "2026-03-01T10:00:00Z",
+            }
+            for i in range(n)
+        ]
+
+    try:
+        applier = _children(server.pid)  # the applier (and any helper spawn starts)
+        assert applier, "serve started no applier process"
+        with httpx.Client(timeout=30) as http:
+            for k in range(5):  # each read follows its write at once
+                assert (
+                    http.post(f"{base}/v1/events", json=views(7, 7 * k), headers=ingest).status_code
+                    == 200
+                )
+                doc = http.get(f"{base}/v1/customers/ann", headers=read).json()
+                assert doc["features"]["activity"]["view"] == 7 * (k + 1)
+            for p in applier:
+                os.kill(p, signal.SIGKILL)
+            assert (
+                http.post(f"{base}/v1/events", json=views(4, 100), headers=ingest).status_code
+                == 200
+            )
+            doc = http.get(f"{base}/v1/customers/ann", headers=read).json()
+            assert doc["features"]["activity"]["view"] == 39  # applied by the API itself
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+
+    server = start_server(db_url, port)
+    applier = _children(server.pid)
+    assert applier, "serve started no applier process"
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    assert all(_gone(p, 10) for p in applier), "the applier outlived a killed server"
+    with Concierge(db_url) as c:
+        assert c.pending() == 0
+        assert c.customer("ann")["features"]["activity"]["view"] == 39

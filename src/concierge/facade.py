@@ -183,6 +183,10 @@ class Concierge:
         """Logged events that profiles do not count yet (0 outside the API's short lag)."""
         return self._ingestor.pending()
 
+    def watermark(self) -> tuple[int, int]:
+        """(last sequence in the log, last sequence identities and profiles count)."""
+        return self._ingestor.watermark()
+
     def ingest_frames(self, events: pl.DataFrame, items: pl.DataFrame) -> IngestResult:
         """Append a columnar batch (importers, simulator); see :mod:`concierge.ingest.frames`."""
         return self._ingestor.ingest_frames(events, items, now_us=self._now_us())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -98,15 +99,18 @@ def create_app(
     concierge: Concierge | None = None,
     *,
     worker_channels: Callable[[Concierge], Any] | None = None,
+    external_applier: bool = False,
 ) -> FastAPI:
     """The API over ``concierge`` (or a store opened from ``settings``); with
-    ``worker_channels`` (the channels for a store) it also runs the delivery worker."""
+    ``worker_channels`` (the channels for a store) it also runs the delivery worker; with
+    ``external_applier`` another process brings the profiles up to the log (``serve`` starts
+    it, see :mod:`concierge.ingest.applier`)."""
     settings = settings or (concierge.settings if concierge else load_settings())
     owned = concierge is None
     cg = concierge or Concierge(settings=settings)
     if settings.bootstrap_admin_key:
         cg.ensure_api_key("bootstrap admin", "admin", settings.bootstrap_admin_key)
-    committer = GroupCommitter(cg)
+    committer = GroupCommitter(cg, external_applier=external_applier)
     keys = KeyCache(cg)
 
     @asynccontextmanager
@@ -506,5 +510,8 @@ def _list(body: Any, name: str) -> list[Any]:
 
 
 def app_from_env() -> FastAPI:
-    """The app for ``uvicorn --factory concierge.api.app:app_from_env`` (settings from env)."""
-    return create_app(load_settings())
+    """The app for ``uvicorn --factory concierge.api.app:app_from_env`` (settings from env;
+    ``CONCIERGE_EXTERNAL_APPLIER=1`` when ``serve`` runs the applier process)."""
+    return create_app(
+        load_settings(), external_applier=os.environ.get("CONCIERGE_EXTERNAL_APPLIER") == "1"
+    )

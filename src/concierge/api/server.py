@@ -4,6 +4,10 @@ One process by default. On SQLite keep one: the group committer makes one proces
 cheap, and several processes would only queue on SQLite's single writer lock. On PostgreSQL,
 ``workers > 1`` starts that many processes (the app is built from the environment in each;
 writers are serialised by an advisory lock inside the ingest transaction).
+
+Either way one more process, the applier (:mod:`concierge.ingest.applier`), brings identities
+and profiles up to the log, so the API processes only append and answer; it stops with the
+server (and by itself if the server is killed).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import uvicorn
 
 from concierge.api.app import create_app
+from concierge.ingest.applier import ApplierProcess
 from concierge.settings import Settings
 
 
@@ -28,19 +33,27 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    if workers > 1:
-        os.environ["CONCIERGE_DATABASE_URL"] = settings.database_url
-        uvicorn.run(
-            "concierge.api.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
-        return
-    from concierge.campaigns.inprocess import channels_from_env
+    applier = ApplierProcess(settings)
+    applier.start()
+    try:
+        if workers > 1:
+            os.environ["CONCIERGE_DATABASE_URL"] = settings.database_url
+            os.environ["CONCIERGE_EXTERNAL_APPLIER"] = "1"
+            uvicorn.run(
+                "concierge.api.app:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+            )
+            return
+        from concierge.campaigns.inprocess import channels_from_env
 
-    app = create_app(settings, worker_channels=channels_from_env)  # the worker runs in-process
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        app = create_app(  # the delivery worker runs in-process
+            settings, worker_channels=channels_from_env, external_applier=True
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        applier.stop()

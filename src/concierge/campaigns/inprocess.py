@@ -39,7 +39,8 @@ def channels_from_env(cg: Concierge, env: Mapping[str, str] | None = None) -> di
 
 class BackgroundWorker:
     def __init__(self, cg: Concierge, channels: Mapping[str, Any], *, idle_s: float = 1.0) -> None:
-        self.worker = cg.worker(dict(channels))
+        # the API's group committer applies logged events to the profiles; the worker does not too
+        self.worker = cg.worker(dict(channels), apply_pending=False)
         self.idle_s = idle_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="concierge-worker", daemon=True)

@@ -80,6 +80,10 @@ class WorkerConfig:
     max_attempts: int = 5
     backoff_s: float = 60.0  # first retry after this; doubles per attempt
     lease_name: str = "worker"
+    # bring the profiles up to the log before each tick; off for the worker inside the API
+    # process, whose group committer already does (two appliers in one process only raced for
+    # the writers' lock and threw each other's rounds away: measured in bench_http_ingest)
+    apply_pending: bool = True
 
 
 @dataclass
@@ -197,7 +201,8 @@ class Worker:
 
     def tick(self) -> TickReport:
         report = TickReport()
-        self.cg.apply_pending()
+        if self.config.apply_pending:
+            self.cg.apply_pending()
         now = self.now_us()
         cfg = self.config
         with self.store.write() as conn:

@@ -16,12 +16,18 @@ the log (:meth:`Concierge.apply_pending`, one transaction per round, exactly onc
 watermark). Under load the applier runs back to back and each round takes everything logged
 meanwhile, so it batches by itself. :meth:`GroupCommitter.settled` waits until everything
 acknowledged so far is applied: the API calls it before reading a profile (read-your-writes).
+
+With ``external_applier`` the applier is another process (:mod:`concierge.ingest.applier`,
+started by ``concierge serve``): this process only appends, and ``settled`` waits for the
+watermark in the store to pass the log's end as it was when called. Should that process stall,
+``settled`` applies what is pending itself after ``fallback_s`` (exactly once either way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,11 +57,19 @@ class GroupCommitter:
     """Queue validated events from many requests; commit them in groups."""
 
     def __init__(
-        self, concierge: Concierge, *, max_events: int = 20_000, apply_delay: float = 0.05
+        self,
+        concierge: Concierge,
+        *,
+        max_events: int = 20_000,
+        apply_delay: float = 0.05,
+        external_applier: bool = False,
+        fallback_s: float = 5.0,
     ) -> None:
         self.concierge = concierge
         self.max_events = max_events
         self.apply_delay = apply_delay
+        self.external_applier = external_applier
+        self.fallback_s = fallback_s
         self.apply_round = 5_000
         self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -72,7 +86,8 @@ class GroupCommitter:
             self._dirty = asyncio.Event()
             self._applied = asyncio.Condition()
             self._task = asyncio.create_task(self._run(), name="concierge-group-commit")
-            self._applier = asyncio.create_task(self._apply(), name="concierge-apply")
+            if not self.external_applier:
+                self._applier = asyncio.create_task(self._apply(), name="concierge-apply")
 
     async def stop(self) -> None:
         for task in (self._task, self._applier):
@@ -89,11 +104,27 @@ class GroupCommitter:
 
     async def settled(self) -> None:
         """Wait until the profiles count every event acknowledged before this call."""
+        if self.external_applier:
+            await self._settled_external()
+            return
         if self._applied is None:
             return
         target = self._generation
         async with self._applied:
             await self._applied.wait_for(lambda: self._applied_generation >= target)
+
+    async def _settled_external(self) -> None:
+        top, applied = await asyncio.to_thread(self.concierge.watermark)
+        deadline = time.monotonic() + self.fallback_s
+        delay = 0.001
+        while applied < top:
+            if time.monotonic() > deadline:
+                log.warning("the applier process is behind; applying in the API process")
+                await asyncio.to_thread(self.concierge.apply_pending)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+            _, applied = await asyncio.to_thread(self.concierge.watermark)
 
     async def _one_by_one(self, group: list[_Request]) -> None:
         for req in group:
@@ -168,7 +199,8 @@ class GroupCommitter:
         self.groups += 1
         self._generation += 1
         assert self._dirty is not None
-        self._dirty.set()
+        if not self.external_applier:
+            self._dirty.set()
         for req, outcome in zip(group, _split(group, duplicates), strict=True):
             if not req.future.done():
                 req.future.set_result(outcome)

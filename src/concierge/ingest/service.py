@@ -266,9 +266,14 @@ class Ingestor:
 
     def pending(self) -> int:
         """How many logged events the profiles do not count yet."""
+        top, applied = self.watermark()
+        return top - applied
+
+    def watermark(self) -> tuple[int, int]:
+        """(last sequence in the log, last sequence the profiles count)."""
         with self.store.read() as conn:
-            top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
-            return int(top) - self._applied(conn, top)
+            top = int(conn.execute(select(func.max(t.events.c.seq))).scalar() or 0)
+            return top, self._applied(conn, top)
 
     def _applied(self, conn: Connection, top: int) -> int:
         value = self.store.get_meta(conn, APPLIED)
