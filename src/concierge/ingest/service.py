@@ -44,6 +44,24 @@ CHUNK = 500
 SMALL = 256  # batches up to this size are appended without Polars
 EPOCH = "profiles_epoch"  # meta key: bumped by every change to profiles outside the applier
 APPLIED = "applied_seq"  # meta key: the last log sequence counted in identities and profiles
+
+# Single events on PostgreSQL: the rows go as one array per column through unnest, so the
+# statement text is the same for any number of rows, and the arrays go in binary. SQLAlchemy's
+# multi-row VALUES renders a new text per row count, which psycopg converts afresh each time, and
+# text arrays escape every element with a regex (measured: 6.3 ms per group of 24 events with
+# VALUES, 4.1 ms with unnest in text, see below with binary). unnest yields the rows in array
+# order, so the log sequence keeps the order of arrival.
+_PG_EVENTS = (
+    "INSERT INTO events (received_us, event_id, type, customer_id, anonymous_id, ts_us, payload)"
+    " SELECT %s, * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[],"
+    " %b::bigint[], %b::text[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+
+_PG_ITEMS = (
+    "INSERT INTO event_items (event_id, line, product_id, variant_id, quantity, unit_price,"
+    " facets) SELECT * FROM unnest(%b::varchar[], %b::integer[], %b::varchar[], %b::varchar[],"
+    " %b::integer[], %b::float8[], %b::text[])"
+)
 PRICED = ("purchase", "return", "cancellation", "list_item", "sale")
 
 
@@ -171,17 +189,22 @@ class Ingestor:
         # one statement stores what is new and says which ids those were: the rest were stored
         # before (a refused currency below rolls all of it back)
         ev_rows, it_rows = event_rows(first)
-        ev_cols = list(frames.EVENTS_SCHEMA)
-        stmt = (
-            self.store.insert(t.events)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(t.events.c.event_id)
-        )
-        stored = set(
-            conn.execute(
-                stmt, [dict(zip(ev_cols, r, strict=True), received_us=now_us) for r in ev_rows]
-            ).scalars()
-        )
+        pg = self.store.backend == "postgresql"
+        if pg:  # one statement text whatever the count (see _PG_EVENTS)
+            cols = list(zip(*ev_rows, strict=True))
+            stored = set(conn.exec_driver_sql(_PG_EVENTS, (now_us, *map(list, cols))).scalars())
+        else:
+            ev_cols = list(frames.EVENTS_SCHEMA)
+            stmt = (
+                self.store.insert(t.events)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(t.events.c.event_id)
+            )
+            stored = set(
+                conn.execute(
+                    stmt, [dict(zip(ev_cols, r, strict=True), received_us=now_us) for r in ev_rows]
+                ).scalars()
+            )
         if len(stored) < len(first):
             result.duplicates += [e.event_id for e in first if e.event_id not in stored]
             first = [e for e in first if e.event_id in stored]
@@ -204,7 +227,10 @@ class Ingestor:
                     ]
                 )
         facets = catalog.item_facets_rows(conn, it_rows)
-        if it_rows:
+        if it_rows and pg:
+            cols = list(zip(*it_rows, strict=True))
+            conn.exec_driver_sql(_PG_ITEMS, (*map(list, cols), facets))
+        elif it_rows:
             it_cols = list(frames.ITEMS_SCHEMA)
             conn.execute(
                 t.event_items.insert(),
