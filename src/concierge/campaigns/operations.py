@@ -282,6 +282,7 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
                 "audience": rule,
                 **where,
                 **({"entered": f"{by}={value}"} if value else {}),
+                **({"journey_version": version} if camp.journey is not None else {}),
             },
         }
         for pid, due, value in members.select("person_id", "due", "occasion_value").iter_rows()

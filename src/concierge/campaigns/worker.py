@@ -50,6 +50,7 @@ from concierge.channels.base import Channel, DeliveryResult, Message, TwoPhaseCh
 from concierge.channels.compliance import unsubscribe_headers
 from concierge.channels.tracking import Signer, track_html
 from concierge.clock import from_us
+from concierge.errors import NotFoundError
 from concierge.profiles.doc import DAY_US
 from concierge.store import tables as t
 from concierge.store.engine import among
@@ -274,6 +275,30 @@ class Worker:
             self._campaigns[(campaign_id, version)] = camp
         return camp, version, status
 
+    def _pinned(
+        self, conn: Connection, camp: tuple[Campaign, int, str] | None, d: Due
+    ) -> tuple[Campaign, int, str] | None:
+        """A journey as the person entered it: the version their due row names
+        (``journey_version`` in its context, set on entry), with the campaign's *current*
+        status (pausing a campaign stops everyone in it, whatever their version). A row
+        without one (queued before versions were pinned) follows the current version and
+        pins it from there on."""
+        if camp is None or camp[0].journey is None:
+            return camp
+        version = d.context.get("journey_version")
+        if not isinstance(version, int) or version == camp[1]:
+            return camp
+        old = self._campaigns.get((d.campaign_id, version))
+        if old is None:
+            try:
+                old, _ = service.get(conn, d.campaign_id, version)
+            except NotFoundError:
+                return camp
+            self._campaigns[(d.campaign_id, version)] = old
+        if old.journey is None:  # that version had no journey: the current one decides
+            return camp
+        return old, version, camp[2]
+
     # -- one chunk ---------------------------------------------------------------------------
 
     def _process(
@@ -295,21 +320,20 @@ class Worker:
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(p)s))", {"p": p})
             docs = self.engine.docs(conn, persons)
             recent = self._recent(conn, persons, now)
+            pinned = [self._pinned(conn, camps.get(d.campaign_id), d) for d in chunk]
             keys = [
-                outbox.outbox_key(
-                    d.campaign_id, _step_id(camps.get(d.campaign_id), d), d.person_id, d.occasion
-                )
-                for d in chunk
+                outbox.outbox_key(d.campaign_id, _step_id(camp, d), d.person_id, d.occasion)
+                for d, camp in zip(chunk, pinned, strict=True)
             ]
             existing = outbox.get_many(conn, keys)
             suppressed = self._suppressions(conn, chunk, camps, docs)
             batch = _Batch()
-            for d, key in zip(chunk, keys, strict=True):
+            for d, key, camp in zip(chunk, keys, pinned, strict=True):
                 send = self._decide(
                     conn,
                     d,
                     key,
-                    camps.get(d.campaign_id),
+                    camp,
                     docs,
                     existing.get(key),
                     suppressed,
@@ -455,10 +479,12 @@ class Worker:
                 report.exited += 1
                 return None
             if step.type != "send":
-                self._journey_step(conn, d, campaign, step, doc, batch, now)
+                self._journey_step(conn, d, campaign, version, step, doc, batch, now)
                 return None
             step_id = step.id
-            then = self._next_row(d, campaign, step.next, now, step_id)
+            then = self._next_row(
+                d, campaign, step.next, now, step_id, {"journey_version": version}
+            )
             campaign = campaign.at_step(step)
         if existing is not None:
             return self._resume(conn, d, campaign, existing, doc, now, report, then, batch)
@@ -716,12 +742,14 @@ class Worker:
         conn: Connection,
         d: Due,
         campaign: Campaign,
+        version: int,
         step: JourneyStep,
         doc: dict[str, Any] | None,
         batch: _Batch,
         now: int,
     ) -> None:
-        """A wait, branch, split or exit: move the person's position (a new due row)."""
+        """A wait, branch, split or exit: move the person's position (a new due row, which
+        keeps the journey version the person entered with)."""
         nxt: str | None = None
         at, extra = now, {}
         if step.type == "wait":
@@ -740,7 +768,7 @@ class Worker:
             held = self._check(conn, d, campaign, step, doc)
             nxt = step.then if held else step.otherwise
             extra = {"branch": {**d.context.get("branch", {}), step.id: held}}
-        row = self._next_row(d, campaign, nxt, at, step.id, extra)
+        row = self._next_row(d, campaign, nxt, at, step.id, {**extra, "journey_version": version})
         if row is not None:
             batch.enqueue.append(row)
         batch.finish(d.due_id, f"journey:{step.type}")
