@@ -939,6 +939,9 @@ def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
     for k in ("entered", "stored_audience", "segment_id"):
         if k in d.context:
             out[k] = d.context[k]
+    if "replenish" in d.context:  # the category due, its rhythm, what they bought there
+        for k in ("replenish", "product_ids", "why"):
+            out[k] = d.context.get(k)
     return out
 
 
