@@ -140,6 +140,8 @@ def evaluate(
         frame = _replenishment(
             store, spec.replenishment, frame, predictions=predictions, now_us=now_us
         )
+    if spec.resale and frame.height:
+        frame = _resale(store, frame, predictions=predictions, now_us=now_us)
     if slow and frame.height:
         keep: list[str] = []
         ids = frame.get_column("person_id").to_list()
@@ -155,11 +157,36 @@ def evaluate(
                     ):
                         keep.append(pid)
         frame = frame.filter(pl.col("person_id").is_in(keep))
-    extra = [c for c in REPLENISHMENT_COLUMNS if c in frame.columns]
+    extra = [c for c in (*REPLENISHMENT_COLUMNS, *RESALE_COLUMNS) if c in frame.columns]
     return frame.select("person_id", "last_seen_us", "occasion_value", *extra)
 
 
 REPLENISHMENT_COLUMNS = ("category", "product_ids", "cadence_days")
+RESALE_COLUMNS = ("resale_order_id", "resale_product_id", "sell_delay_days", "age_days")
+
+
+def _resale(
+    store: Store, frame: pl.DataFrame, *, predictions: Predictions, now_us: int
+) -> pl.DataFrame:
+    """Keep the resellers holding an item ready to resell; the occasion is the item."""
+    from concierge.campaigns import resale
+
+    with store.read() as conn:
+        ready = resale.ready(conn, predictions.registry, now_us=now_us)
+    return frame.drop("occasion_value").join(
+        ready.select(
+            "person_id",
+            pl.concat_str(
+                [pl.col("order_id").fill_null(""), pl.col("product_id")], separator=":"
+            ).alias("occasion_value"),
+            pl.col("order_id").alias("resale_order_id"),
+            pl.col("product_id").alias("resale_product_id"),
+            "sell_delay_days",
+            "age_days",
+        ),
+        on="person_id",
+        how="inner",
+    )
 
 
 def _replenishment(

@@ -133,7 +133,9 @@ class AudienceSpec(_M):
     (once per entry into the ``stored`` audience: the occasion is the sequence number of the
     person's ``entered`` row in ``audience_changes``, so leaving and coming back is a new
     occasion while staying in is not). ``replenishment`` keeps the people due in a category
-    (:class:`ReplenishmentSpec`); its occasion is then the category's purchase cycle."""
+    (:class:`ReplenishmentSpec`); its occasion is then the category's purchase cycle.
+    ``resale`` keeps the resellers holding an item their own resale delay says is ready to
+    sell; the occasion is then the item."""
 
     all: list[Condition] = Field(default_factory=list)
     stored: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -142,9 +144,14 @@ class AudienceSpec(_M):
         str, StringConstraints(pattern=r"^(run|person|entry|predictions\.[A-Za-z0-9_]+)$")
     ] = "run"
     replenishment: ReplenishmentSpec | None = None
+    # "sell your item": resellers holding an item inside their resale window (see
+    # concierge.campaigns.resale); the item fills trigger_items, the occasion is the item
+    resale: bool = False
 
     @model_validator(mode="after")
     def _entry_needs_stored(self) -> AudienceSpec:
+        if self.resale and self.replenishment is not None:
+            raise FieldProblem("resale", "an audience is either replenishment or resale")
         if self.occasion_by == "entry" and self.stored is None:
             raise FieldProblem(
                 "occasion_by", "'entry' counts entries into a stored audience: name it in stored"

@@ -268,6 +268,8 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
     per_value = by == "entry" or by.startswith("predictions.")
     if camp.audience.replenishment is not None:  # one per person per category cycle
         occasion, per_value = f"{camp.kind}:replenish:", True
+    elif camp.audience.resale:  # one prompt per item
+        occasion, per_value = f"{camp.kind}:resale:", True
     rule = [c.model_dump(mode="json") for c in camp.audience.all]
     where: dict[str, Any] = {}
     if camp.audience.stored is not None:
@@ -307,7 +309,28 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
 
 def _member_contexts(members: Any) -> dict[str, dict[str, Any]]:
     """What an audience says about each member for the message: for replenishment, the
-    category due, the products bought in it (the ``trigger_items`` block) and why."""
+    category due, the products bought in it (the ``trigger_items`` block) and why; for
+    resale, the item ready to sell (the block), the order and the person's usual delay."""
+    if "resale_product_id" in members.columns:
+        return {
+            pid: {
+                "resale": {
+                    "order_id": order,
+                    "product_id": product,
+                    "sell_delay_days": round(float(delay), 1),
+                    "age_days": round(float(age), 1),
+                },
+                "product_ids": [product],
+                "why": f"you often resell what you buy after about {delay:.0f} days",
+            }
+            for pid, order, product, delay, age in members.select(
+                "person_id",
+                "resale_order_id",
+                "resale_product_id",
+                "sell_delay_days",
+                "age_days",
+            ).iter_rows()
+        }
     if "category" not in members.columns:
         return {}
     return {

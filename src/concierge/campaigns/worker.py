@@ -939,9 +939,10 @@ def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
     for k in ("entered", "stored_audience", "segment_id"):
         if k in d.context:
             out[k] = d.context[k]
-    if "replenish" in d.context:  # the category due, its rhythm, what they bought there
-        for k in ("replenish", "product_ids", "why"):
-            out[k] = d.context.get(k)
+    for kind in ("replenish", "resale"):  # what is due (a category, an item) and why
+        if kind in d.context:
+            for k in (kind, "product_ids", "why"):
+                out[k] = d.context.get(k)
     return out
 
 
