@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from concierge.campaigns import due_queue
 from concierge.campaigns.definitions import STARTS, Campaign
@@ -190,6 +190,12 @@ class Triggers:
         cids = sorted({c for c, _p in latest})
         pids = sorted({p for _c, p in latest})
         out: dict[tuple[str, str], int] = {}
+        if len(pids) == 1:  # an API's single event: one cached statement, one parameter
+            wanted = set(cids)
+            for cid, ts in conn.execute(_ONE_PERSON, {"person": pids[0]}):
+                if cid in wanted:
+                    out[(cid, pids[0])] = int(ts)
+            return out
         for clause in among(conn, q.c.person_id, pids):
             for cid, pid, ts in conn.execute(
                 select(q.c.campaign_id, q.c.person_id, func.max(q.c.trigger_us))
@@ -198,6 +204,13 @@ class Triggers:
             ):
                 out[(cid, pid)] = int(ts)
         return out
+
+
+_ONE_PERSON = (
+    select(t.due_queue.c.campaign_id, func.max(t.due_queue.c.trigger_us))
+    .where(t.due_queue.c.person_id == bindparam("person"))
+    .group_by(t.due_queue.c.campaign_id)
+)
 
 
 def _context(
