@@ -409,9 +409,13 @@ class Worker:
         s = t.suppressions
         out: dict[tuple[str, str], str] = {}
         addresses = sorted({a for _c, a in wanted})
+        channels = sorted({c for c, _a in wanted})
         for clause in among(conn, s.c.address, addresses):
+            # the channel too, so that the look-up uses the (channel, address) key
             for ch, addr, reason in conn.execute(
-                select(s.c.channel, s.c.address, s.c.reason).where(clause)
+                select(s.c.channel, s.c.address, s.c.reason).where(
+                    s.c.channel.in_(channels), clause
+                )
             ):
                 if (ch, addr) in wanted:
                     out[(ch, addr)] = str(reason)
@@ -421,13 +425,18 @@ class Worker:
         o = t.outbox
         out: dict[str, list[Sent]] = {p: [] for p in persons}
         since = now - 31 * DAY_US
+        counted = frozenset(outbox.COUNTED)
         for clause in among(conn, o.c.person_id, persons):
-            for pid, created, ch, cid in conn.execute(
-                select(o.c.person_id, o.c.created_us, o.c.channel, o.c.campaign_id).where(
-                    clause, o.c.created_us > since, o.c.status.in_(outbox.COUNTED)
-                )
+            # the status is filtered here, not in SQL: with it in the WHERE clause SQLite's
+            # planner chose the status index and read every sent row of the outbox for each
+            # chunk (0.5 s a chunk at 200,000 rows: a broadcast's time grew with its square)
+            for pid, created, ch, cid, status in conn.execute(
+                select(
+                    o.c.person_id, o.c.created_us, o.c.channel, o.c.campaign_id, o.c.status
+                ).where(clause, o.c.created_us > since)
             ):
-                out[pid].append(Sent(int(created), ch, cid))
+                if status in counted:
+                    out[pid].append(Sent(int(created), ch, cid))
         return out
 
     def _suppressed(
