@@ -189,3 +189,69 @@ def test_bad_journeys_are_refused_naming_the_field(
         cg.save_campaign(journey(journey={"steps": steps}))
     assert err.value.errors[0].field == field
     assert cg.campaigns() == []
+
+
+def test_people_in_a_journey_keep_the_version_they_entered_with(
+    cg: Concierge, clock: FrozenClock
+) -> None:
+    """Editing a journey moves new entrants to the new version; people already inside finish
+    the version they entered with (its steps and templates), and the explain names it. Pausing
+    the campaign still stops everyone."""
+    store_with_catalog(cg)
+    for cid in ("ann", "bob", "cyd"):
+        cg.ingest(customer(cid, clock))
+    cg.set_contact_policy(
+        {"quiet_start_hour": 0, "quiet_end_hour": 0, "max_per_day": {"email": 5}, "max_per_week": 9}
+    )
+    v1 = journey(
+        journey={
+            "steps": [
+                {"id": "first", "type": "send", "next": "pause"},
+                {"id": "pause", "type": "wait", "minutes": 1440, "next": "again"},
+                {"id": "again", "type": "send", "template": REMINDER},
+            ]
+        }
+    )
+    assert cg.save_campaign(v1)["version"] == 1
+
+    def cart(cid: str) -> None:
+        event = {"type": "add_to_cart", "customer_id": cid, "product_id": "p1"}
+        cg.ingest([{**event, "timestamp": iso(clock)}])
+
+    later = {**REMINDER, "subject": "New version, {{ first_name }}"}
+    v2 = journey(
+        journey={
+            "steps": [
+                {"id": "first", "type": "send", "next": "short"},
+                {"id": "short", "type": "wait", "minutes": 60, "next": "later"},
+                {"id": "later", "type": "send", "template": later},
+            ]
+        }
+    )
+    with smtp_server() as (box, port):
+        cart("ann")
+        assert _run(cg, clock, port).sent == 1  # ann: v1's first send, now waiting a day
+        assert cg.save_campaign(v2)["version"] == 2
+        cart("bob")
+        assert _run(cg, clock, port).sent == 1  # bob: v2's first send, waiting an hour
+        clock.at += timedelta(hours=2)
+        assert _run(cg, clock, port).sent == 1
+        assert [str(m["To"]) for m in box.messages[2:]] == ["bob@example.com"]
+        assert str(box.messages[2]["Subject"]).startswith("New version")
+        clock.at += timedelta(hours=23)
+        assert _run(cg, clock, port).sent == 1  # ann finishes v1: its step and template
+        assert [str(m["To"]) for m in box.messages[3:]] == ["ann@example.com"]
+        assert str(box.messages[3]["Subject"]).startswith("Still there")
+        # cyd enters v2; pausing stops her mid-journey, whatever her version
+        cart("cyd")
+        assert _run(cg, clock, port).sent == 1
+        cg.set_campaign_status("flow", "paused")
+        clock.at += timedelta(hours=2)
+        assert _run(cg, clock, port).sent == 0
+    ann = {m["explain"]["why"]["journey"]["step"]: m for m in cg.customer("ann")["messages"]}
+    bob = {m["explain"]["why"]["journey"]["step"]: m for m in cg.customer("bob")["messages"]}
+    assert set(ann) == {"main", "again"} and set(bob) == {"main", "later"}
+    assert ann["again"]["explain"]["campaign"]["version"] == 1
+    assert bob["later"]["explain"]["campaign"]["version"] == 2
+    positions = {(r["person_id"], r["step"]): r["outcome"] for r in _due(cg)}
+    assert positions[("cyd", "later")] == "campaign_paused"

@@ -10,6 +10,7 @@ import pytest
 
 from campaign_data import cart_campaign, customer, iso, store_with_catalog
 from concierge import Concierge
+from concierge.campaigns import due_queue
 from concierge.channels.smtp import SmtpChannel, SmtpConfig
 from concierge.clock import FrozenClock
 from delivery_servers import Mailbox, smtp_server
@@ -207,3 +208,27 @@ def test_history_imported_later_starts_nothing(
         ]
     )  # a month old
     assert _drain(cg, port).claimed == 0
+
+
+def test_the_ingest_hook_knows_which_event_types_start_a_live_campaign(
+    cg: Concierge, clock: FrozenClock
+) -> None:
+    """The hook's look-up set follows the live campaigns at once in this process (saving or
+    pausing a campaign rebuilds it): a view starts nothing while only a cart campaign is live."""
+    store_with_catalog(cg)
+    cg.ingest(customer("ann", clock))
+    hook = cg._triggers
+    with cg.store.read() as conn:
+        assert hook.starting_types(conn) == frozenset()
+    cg.save_campaign(_trigger("cart_abandonment"))
+    with cg.store.read() as conn:
+        assert hook.starting_types(conn) == {"add_to_cart"}
+    view = {"type": "view", "customer_id": "ann", "product_id": "p1"}
+    cg.ingest([{**view, "timestamp": iso(clock)}])
+    cart = {**view, "type": "add_to_cart"}
+    cg.ingest([{**cart, "timestamp": iso(clock)}])
+    with cg.store.read() as conn:
+        assert due_queue.counts(conn) == {"pending": 1}
+    cg.set_campaign_status("cart_abandonment", "paused")
+    with cg.store.read() as conn:
+        assert hook.starting_types(conn) == frozenset()

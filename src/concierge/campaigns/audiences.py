@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import func, select
 
-from concierge.campaigns.definitions import AudienceSpec, Condition
+from concierge.campaigns.definitions import AudienceSpec, Condition, ReplenishmentSpec
 from concierge.campaigns.predictions import Predictions
 from concierge.profiles import doc as pdoc
 from concierge.profiles import view as pview
@@ -136,6 +136,12 @@ def evaluate(
             if col not in frame.columns:
                 return frame.clear().select("person_id", "last_seen_us", "occasion_value")
             frame = frame.filter(_expr(c, pl.col(col)))
+    if spec.replenishment is not None and frame.height:
+        frame = _replenishment(
+            store, spec.replenishment, frame, predictions=predictions, now_us=now_us
+        )
+    if spec.resale and frame.height:
+        frame = _resale(store, frame, predictions=predictions, now_us=now_us)
     if slow and frame.height:
         keep: list[str] = []
         ids = frame.get_column("person_id").to_list()
@@ -151,7 +157,69 @@ def evaluate(
                     ):
                         keep.append(pid)
         frame = frame.filter(pl.col("person_id").is_in(keep))
-    return frame.select("person_id", "last_seen_us", "occasion_value")
+    extra = [c for c in (*REPLENISHMENT_COLUMNS, *RESALE_COLUMNS) if c in frame.columns]
+    return frame.select("person_id", "last_seen_us", "occasion_value", *extra)
+
+
+REPLENISHMENT_COLUMNS = ("category", "product_ids", "cadence_days")
+RESALE_COLUMNS = ("resale_order_id", "resale_product_id", "sell_delay_days", "age_days")
+
+
+def _resale(
+    store: Store, frame: pl.DataFrame, *, predictions: Predictions, now_us: int
+) -> pl.DataFrame:
+    """Keep the resellers holding an item ready to resell; the occasion is the item."""
+    from concierge.campaigns import resale
+
+    with store.read() as conn:
+        ready = resale.ready(conn, predictions.registry, now_us=now_us)
+    return frame.drop("occasion_value").join(
+        ready.select(
+            "person_id",
+            pl.concat_str(
+                [pl.col("order_id").fill_null(""), pl.col("product_id")], separator=":"
+            ).alias("occasion_value"),
+            pl.col("order_id").alias("resale_order_id"),
+            pl.col("product_id").alias("resale_product_id"),
+            "sell_delay_days",
+            "age_days",
+        ),
+        on="person_id",
+        how="inner",
+    )
+
+
+def _replenishment(
+    store: Store,
+    rep: ReplenishmentSpec,
+    frame: pl.DataFrame,
+    *,
+    predictions: Predictions,
+    now_us: int,
+) -> pl.DataFrame:
+    """Keep the people due in a category; the occasion is that category's cycle."""
+    from concierge.campaigns import replenishment
+
+    with store.read() as conn:
+        due = replenishment.due(
+            conn,
+            predictions.registry,
+            now_us=now_us,
+            when=rep.when,
+            categories=rep.categories or None,
+            min_purchases=rep.min_purchases,
+        )
+    return frame.drop("occasion_value").join(
+        due.select(
+            "person_id",
+            pl.concat_str(
+                [pl.col("category"), pl.col("last_us").cast(pl.String)], separator="@"
+            ).alias("occasion_value"),
+            *REPLENISHMENT_COLUMNS,
+        ),
+        on="person_id",
+        how="inner",
+    )
 
 
 def stored_members(store: Store, key: str) -> pl.DataFrame:

@@ -104,6 +104,21 @@ class Condition(_M):
     value: Scalar | list[Scalar] | None = None
 
 
+class ReplenishmentSpec(_M):
+    """People due to buy again *in a category*, on their own rhythm there (see
+    :mod:`concierge.campaigns.replenishment`): ``due_soon``, ``overdue`` or ``due`` (either),
+    in the ``categories`` named (and their sub-categories; all when empty), after at least
+    ``min_purchases`` purchases in the category. The message's ``trigger_items`` block gets
+    the products they bought there, and the occasion is the category's cycle (its last
+    purchase): one message per person per cycle."""
+
+    when: Literal["due_soon", "overdue", "due"] = "due"
+    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list
+    )
+    min_purchases: int = Field(2, ge=2, le=1000)
+
+
 class AudienceSpec(_M):
     """People who satisfy every condition (and are known customers).
 
@@ -117,7 +132,10 @@ class AudienceSpec(_M):
     entry into a segment or a CLV tier, not every run while they stay in it), or ``entry``
     (once per entry into the ``stored`` audience: the occasion is the sequence number of the
     person's ``entered`` row in ``audience_changes``, so leaving and coming back is a new
-    occasion while staying in is not)."""
+    occasion while staying in is not). ``replenishment`` keeps the people due in a category
+    (:class:`ReplenishmentSpec`); its occasion is then the category's purchase cycle.
+    ``resale`` keeps the resellers holding an item their own resale delay says is ready to
+    sell; the occasion is then the item."""
 
     all: list[Condition] = Field(default_factory=list)
     stored: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -125,9 +143,15 @@ class AudienceSpec(_M):
     occasion_by: Annotated[
         str, StringConstraints(pattern=r"^(run|person|entry|predictions\.[A-Za-z0-9_]+)$")
     ] = "run"
+    replenishment: ReplenishmentSpec | None = None
+    # "sell your item": resellers holding an item inside their resale window (see
+    # concierge.campaigns.resale); the item fills trigger_items, the occasion is the item
+    resale: bool = False
 
     @model_validator(mode="after")
     def _entry_needs_stored(self) -> AudienceSpec:
+        if self.resale and self.replenishment is not None:
+            raise FieldProblem("resale", "an audience is either replenishment or resale")
         if self.occasion_by == "entry" and self.stored is None:
             raise FieldProblem(
                 "occasion_by", "'entry' counts entries into a stored audience: name it in stored"

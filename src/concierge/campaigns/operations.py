@@ -174,6 +174,7 @@ def preflight(
     engine = cg.campaign_engine()
     now = cg._now_us()
     members = _members(cg, camp.audience, now_us=now)
+    contexts = _member_contexts(members)
     ids = members.get_column("person_id").to_list()
     if sample is not None:
         ids = ids[:sample]
@@ -201,7 +202,7 @@ def preflight(
             if decision.verdict == "suppress":
                 suppressed[decision.rule] = suppressed.get(decision.rule, 0) + 1
                 continue
-            rendered = engine.render(camp, engine.person(pid, doc))
+            rendered = engine.render(camp, engine.person(pid, doc, contexts.get(pid)))
             if isinstance(rendered, Held):
                 n_held += 1
                 for r in rendered.reasons:
@@ -265,12 +266,17 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
         else f"{camp.kind}:{by}="
     )
     per_value = by == "entry" or by.startswith("predictions.")
+    if camp.audience.replenishment is not None:  # one per person per category cycle
+        occasion, per_value = f"{camp.kind}:replenish:", True
+    elif camp.audience.resale:  # one prompt per item
+        occasion, per_value = f"{camp.kind}:resale:", True
     rule = [c.model_dump(mode="json") for c in camp.audience.all]
     where: dict[str, Any] = {}
     if camp.audience.stored is not None:
         where["stored_audience"] = camp.audience.stored
     if camp.audience.segment_id is not None:
         where["segment_id"] = camp.audience.segment_id
+    extra = _member_contexts(members)
     rows = [
         {
             "campaign_id": camp.campaign_id,
@@ -281,7 +287,9 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
             "context": {
                 "audience": rule,
                 **where,
-                **({"entered": f"{by}={value}"} if value else {}),
+                **({"entered": f"{by}={value}"} if value and not extra else {}),
+                **({"journey_version": version} if camp.journey is not None else {}),
+                **extra.get(pid, {}),
             },
         }
         for pid, due, value in members.select("person_id", "due", "occasion_value").iter_rows()
@@ -297,6 +305,48 @@ def schedule(cg: Concierge, campaign_id: str, *, at: datetime | None = None) -> 
 
 
 # -- feedback: tracking, unsubscribe, providers ----------------------------------------------
+
+
+def _member_contexts(members: Any) -> dict[str, dict[str, Any]]:
+    """What an audience says about each member for the message: for replenishment, the
+    category due, the products bought in it (the ``trigger_items`` block) and why; for
+    resale, the item ready to sell (the block), the order and the person's usual delay."""
+    if "resale_product_id" in members.columns:
+        return {
+            pid: {
+                "resale": {
+                    "order_id": order,
+                    "product_id": product,
+                    "sell_delay_days": round(float(delay), 1),
+                    "age_days": round(float(age), 1),
+                },
+                "product_ids": [product],
+                "why": f"you often resell what you buy after about {delay:.0f} days",
+            }
+            for pid, order, product, delay, age in members.select(
+                "person_id",
+                "resale_order_id",
+                "resale_product_id",
+                "sell_delay_days",
+                "age_days",
+            ).iter_rows()
+        }
+    if "category" not in members.columns:
+        return {}
+    return {
+        pid: {
+            "replenish": {
+                "category": cat,
+                "name": cat.rsplit(">", 1)[-1],
+                "cadence_days": round(float(days), 1),
+            },
+            "product_ids": list(pids or []),
+            "why": f"you buy {cat.rsplit('>', 1)[-1]} about every {days:.0f} days",
+        }
+        for pid, cat, pids, days in members.select(
+            "person_id", "category", "product_ids", "cadence_days"
+        ).iter_rows()
+    }
 
 
 def _signer(cg: Concierge) -> Any:

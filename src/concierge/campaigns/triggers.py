@@ -3,9 +3,11 @@
 :class:`Triggers` is an ``on_applied`` hook of the ingestor (see
 :mod:`concierge.ingest.service`): it runs inside the transaction that applies a batch, so a
 trigger fires exactly once per applied event, whatever crashes, and costs one indexed query for
-the live campaigns (definitions cached by version) plus, only when a batch holds starting
-events, one query for re-entry and one insert. Events older than ``max_age`` (an import of
-history) start nothing.
+the live campaigns (definitions cached by version, read at most every ``ttl_s``) plus, only
+when a batch holds starting events, one query for re-entry and one insert. A batch none of
+whose event types starts a live triggered campaign costs a set look-up and nothing else (the
+set of starting types is rebuilt with the list of live campaigns). Events older than
+``max_age`` (an import of history) start nothing.
 
 Per trigger: the starting events (:data:`~concierge.campaigns.definitions.STARTS`), a delay
 (the send is due ``delay_minutes`` after the event), exit conditions (checked by the worker at
@@ -26,7 +28,7 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from concierge.campaigns import due_queue
 from concierge.campaigns.definitions import STARTS, Campaign
@@ -36,7 +38,6 @@ from concierge.store.engine import Store, among
 
 log = logging.getLogger(__name__)
 MINUTE_US = 60_000_000
-WANTED = frozenset(ty for types in STARTS.values() for ty in types)
 CATALOG_SEQ = "campaigns.catalog_seq"
 
 
@@ -45,6 +46,8 @@ class Triggers:
         self.store = store
         self.ttl_s = ttl_s
         self._live: tuple[float, list[Campaign]] | None = None
+        self._versions: dict[str, int] = {}
+        self._types: frozenset[str] = frozenset()
         self.max_age_us = int(max_age_days * DAY_US)
         self._defs: dict[tuple[str, int], Campaign] = {}
 
@@ -65,18 +68,37 @@ class Triggers:
             )
         ).all()
         out = []
+        versions: dict[str, int] = {}
         for cid, version, body in rows:
             camp = self._defs.get((cid, version))
             if camp is None:
                 camp = Campaign.model_validate_json(body)
                 self._defs[(cid, version)] = camp
             out.append(camp)
-        self._live = (now, out)
+            versions[cid] = int(version)
+        self._types = frozenset(
+            ty for c in out if c.trigger and c.trigger.on in STARTS for ty in STARTS[c.trigger.on]
+        )
+        self._live, self._versions = (now, out), versions
         return out
+
+    def starting_types(self, conn: Connection) -> frozenset[str]:
+        """The event types that start a live triggered campaign (refreshed with :meth:`live`)."""
+        self.live(conn)
+        return self._types
 
     def __call__(
         self, conn: Connection, people: pl.DataFrame, items: pl.DataFrame, now_us: int
     ) -> None:
+        """The ingest hook: a set look-up when no live triggered campaign starts from the
+        batch's event types (the common case on the API's single events)."""
+        if people.height == 0:
+            return
+        types = self.starting_types(conn)
+        if not types:
+            return
+        if people.height == 1 and people.item(0, "type") not in types:
+            return
         self.evaluate(conn, people, items, now_us)
 
     def evaluate(
@@ -89,11 +111,12 @@ class Triggers:
         (measured: ~1 ms each on a loaded machine)."""
         if people.height == 0:
             return 0
+        wanted = self.starting_types(conn)
         if people.height > 256:
             people = people.filter(
-                pl.col("type").is_in(list(WANTED)), pl.col("ts_us") >= now_us - self.max_age_us
+                pl.col("type").is_in(list(wanted)), pl.col("ts_us") >= now_us - self.max_age_us
             )
-        elif WANTED.isdisjoint(people.get_column("type").to_list()):
+        elif wanted.isdisjoint(people.get_column("type").to_list()):
             return 0
         cols = [
             people.get_column(c).to_list()
@@ -102,7 +125,7 @@ class Triggers:
         rows = [
             r
             for r in zip(*cols, strict=True)
-            if r[3] in WANTED and r[2] >= now_us - self.max_age_us
+            if r[3] in wanted and r[2] >= now_us - self.max_age_us
         ]
         if not rows:
             return 0
@@ -144,6 +167,9 @@ class Triggers:
             prev = last.get((cid, pid))
             if prev is not None and ts - prev <= int(trig.reentry_days * DAY_US):
                 continue
+            ctx = _context(eid, typ, payload, by_event.get(eid, []))
+            if defs[cid].journey is not None and cid in self._versions:
+                ctx["journey_version"] = self._versions[cid]  # the version they enter
             out.append(
                 {
                     "campaign_id": cid,
@@ -151,7 +177,7 @@ class Triggers:
                     "occasion": f"{trig.on}:{eid}",
                     "due_us": ts + int(trig.delay_minutes * MINUTE_US),
                     "trigger_us": ts,
-                    "context": _context(eid, typ, payload, by_event.get(eid, [])),
+                    "context": ctx,
                 }
             )
         return due_queue.enqueue(conn, self.store, out, now_us=now_us)
@@ -164,6 +190,12 @@ class Triggers:
         cids = sorted({c for c, _p in latest})
         pids = sorted({p for _c, p in latest})
         out: dict[tuple[str, str], int] = {}
+        if len(pids) == 1:  # an API's single event: one cached statement, one parameter
+            wanted = set(cids)
+            for cid, ts in conn.execute(_ONE_PERSON, {"person": pids[0]}):
+                if cid in wanted:
+                    out[(cid, pids[0])] = int(ts)
+            return out
         for clause in among(conn, q.c.person_id, pids):
             for cid, pid, ts in conn.execute(
                 select(q.c.campaign_id, q.c.person_id, func.max(q.c.trigger_us))
@@ -172,6 +204,13 @@ class Triggers:
             ):
                 out[(cid, pid)] = int(ts)
         return out
+
+
+_ONE_PERSON = (
+    select(t.due_queue.c.campaign_id, func.max(t.due_queue.c.trigger_us))
+    .where(t.due_queue.c.person_id == bindparam("person"))
+    .group_by(t.due_queue.c.campaign_id)
+)
 
 
 def _context(
