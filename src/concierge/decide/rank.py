@@ -122,6 +122,10 @@ class Aligned:
     pop_in_category: F = field(default_factory=lambda: np.zeros(0))  # share of category's best
     segment_cache: dict[str, F] = field(default_factory=dict)
     size_cache: dict[str, F] = field(default_factory=dict)
+    # the rows of ``factors`` the model knows (the others are zeros), contiguous, so that a
+    # request scores only those: 66,404 of 100,347 items in the 100k benchmark store
+    known: I = field(default_factory=lambda: np.zeros(0, np.int64))
+    known_factors: F32 | None = None
 
     @classmethod
     def build(
@@ -153,6 +157,9 @@ class Aligned:
             factors = np.zeros((n, collab.item_factors_.shape[1]), dtype=np.float32)
             factors[inv >= 0] = collab.item_factors_[inv[inv >= 0]]
         out = cls(items, pop, trend, rep, sims, sim_all, factors, collab, crowd)
+        if collab is not None and factors is not None:
+            out.known = np.flatnonzero(inv >= 0).astype(np.int64)
+            out.known_factors = np.ascontiguousarray(factors[out.known])
         out.pop_top = float(np.quantile(pop, 0.99)) if n else 0.0
         out.pop_scaled = pop / (pop.max() or 1.0) if n else pop
         if crowd is not None:
@@ -181,8 +188,11 @@ class Aligned:
             self.segment_cache[segment] = seg
         if not seg.any():
             return base
-        out: F = 0.5 * base + 0.5 * seg
-        return out
+        mixed = self.segment_cache.get("\0mix" + segment)
+        if mixed is None:  # kept: one request adds it, it does not rebuild it
+            mixed = 0.5 * base + 0.5 * seg
+            self.segment_cache["\0mix" + segment] = mixed
+        return mixed
 
     def size_popularity(self, size: str) -> F:
         got = self.size_cache.get(size)
