@@ -319,3 +319,55 @@ def test_a_search_in_the_session_shifts_the_ranking(cg: Concierge) -> None:
     assert got[0] in trail and len(set(got) & trail) > len(set(before) & trail), (before, got)
     first = after.items[0].reasons
     assert any(r.code == "searched" and r.data["query"] == "Trail shoes" for r in first)
+
+
+def test_stock_changes_reach_a_server_that_did_not_make_them(
+    cg: Concierge, db_url: str, clock: FrozenClock
+) -> None:
+    """Stock set by another process (here another Concierge on the same store, with its own
+    catalog arrays) reaches the serving one at its next request: out of stock, out of the
+    shopper's size only, back in stock, and a feed import that empties a product."""
+    store(cg)
+    cg.ingest(
+        [
+            {
+                "type": "purchase",
+                "event_id": "sz1",
+                "customer_id": "sized",
+                "timestamp": at(40),
+                "order_id": "o-sz1",
+                "currency": "EUR",
+                "lines": [
+                    {"product_id": "p2", "variant_id": "p2-43", "quantity": 1, "unit_price": 120.0}
+                ],
+            }
+        ]
+    )
+    cg.train()
+    top = ids(cg.recommend("ann", k=3))[0]
+    other = Concierge(db_url, clock=clock)
+    try:
+        other.set_stock(
+            [
+                {"product_id": top, "variant_id": f"{top}-42", "stock": 0},
+                {"product_id": top, "variant_id": f"{top}-43", "stock": 0},
+            ]
+        )
+        assert top not in ids(cg.recommend("ann", k=12))
+        assert top not in ids(cg.recommend("nobody", k=12))
+        other.set_stock([{"product_id": top, "variant_id": f"{top}-42", "stock": 3}])
+        assert top in ids(cg.recommend("nobody", k=12))  # back in stock, in size 42
+        sized = cg.recommend("sized", k=12)
+        assert top not in ids(sized)  # but not in their size (43)
+        first = sized.items[0].product_id
+        assert sized.items[0].variant_id == f"{first}-43"
+        other.set_stock([{"product_id": first, "variant_id": f"{first}-43", "stock": 0}])
+        after = cg.recommend("sized", k=12)
+        assert first not in ids(after) and first in ids(cg.recommend("nobody", k=12))
+        # the feed import records its stock changes as catalog events too
+        feed = cg.product(first).model_dump(mode="json")
+        feed["variants"] = [dict(v, stock=0) for v in feed["variants"]]
+        other.upsert_products([feed])
+        assert first not in ids(cg.recommend("nobody", k=12))
+    finally:
+        other.close()

@@ -506,5 +506,9 @@ def _list(body: Any, name: str) -> list[Any]:
 
 
 def app_from_env() -> FastAPI:
-    """The app for ``uvicorn --factory concierge.api.app:app_from_env`` (settings from env)."""
+    """The app for ``uvicorn --factory concierge.api.app:app_from_env`` (settings from env):
+    the entry point of each worker process (see :func:`concierge.api.server.serve`)."""
+    from concierge.api.server import tune_process
+
+    tune_process()
     return create_app(load_settings())

@@ -134,7 +134,7 @@ class CatalogIndex:
             owner, m = self.var_item[var], len(self)
             sel = np.ones(var.size, dtype=bool)
         else:
-            var, owner = _ranges(self.var_start, items)
+            var, owner = row_ranges(self.var_start, items)
             m = items.size
             sel = np.isin(self.var_size[var], rows)
         relevant = np.zeros(m, dtype=bool)
@@ -144,15 +144,20 @@ class CatalogIndex:
         out: B = avail & (~relevant | fits)
         return out
 
-    def variant_to_show(self, i: int, sizes: list[str]) -> str | None:
-        """The in-stock variant in one of the shopper's ``sizes``, or the only variant of a
-        product that has one (``None`` otherwise)."""
+    def size_codes(self, sizes: list[str]) -> set[int]:
+        """The codes of the shopper's ``sizes`` that some variant comes in."""
+        if not sizes:
+            return set()
+        rows = self.sizes.to_internal(sizes)
+        return set(rows[rows >= 0].tolist())
+
+    def variant_to_show(self, i: int, sizes: set[int]) -> str | None:
+        """The in-stock variant in one of the shopper's sizes (codes, see :meth:`size_codes`),
+        or the only variant of a product that has one (``None`` otherwise)."""
         lo, hi = int(self.var_start[i]), int(self.var_start[i + 1])
         if sizes:
-            rows = self.sizes.to_internal(sizes)
-            mine = set(rows[rows >= 0].tolist())
             for j in range(lo, hi):
-                if self.var_stocked[j] and int(self.var_size[j]) in mine:
+                if self.var_stocked[j] and int(self.var_size[j]) in sizes:
                     return str(self.var_id[j])
         return str(self.var_id[lo]) if hi - lo == 1 else None
 
@@ -171,7 +176,7 @@ class CatalogIndex:
         now: dict[tuple[str, str], tuple[str | None, int]] = {
             (str(p), str(v)): (sz, int(st)) for p, v, sz, st in rows
         }
-        var, _owner = _ranges(self.var_start, pos)
+        var, _owner = row_ranges(self.var_start, pos)
         if var.size != len(now):
             return None
         stocked = self.var_stocked.copy()
@@ -184,7 +189,7 @@ class CatalogIndex:
             stocked[j] = got[1] > 0
         in_stock = self.available.copy()  # only the changed items are recomputed below
         any_stock = np.zeros(pos.size, dtype=bool)
-        _v, owner = _ranges(self.var_start, pos)
+        _v, owner = row_ranges(self.var_start, pos)
         any_stock[owner[stocked[var]]] = True
         in_stock[pos] = any_stock & self.active[pos]
         out = dataclasses.replace(
@@ -211,9 +216,10 @@ def structure_version(conn: Connection) -> tuple[int, int]:
     return int(n or 0), int(hi or 0)
 
 
-def _ranges(start: I, items: I) -> tuple[I, I]:
-    """The variants of ``items`` (positions into the variant arrays) and, for each, which of
-    ``items`` owns it (its index in ``items``)."""
+def row_ranges(start: npt.NDArray[np.integer[Any]], items: I) -> tuple[I, I]:
+    """The entries of rows ``items`` of a CSR-like layout whose row ``i`` is
+    ``start[i]:start[i + 1]`` (the variants of items, a sparse matrix's ``indptr``), and for
+    each entry which of ``items`` owns it (its index in ``items``)."""
     lo, hi = start[items], start[items + 1]
     lens = hi - lo
     owner = np.repeat(np.arange(items.size), lens)

@@ -34,7 +34,7 @@ import orjson
 import scipy.sparse as sp
 
 from concierge.decide import reasons as why
-from concierge.decide.catalog_index import CatalogCache, CatalogIndex
+from concierge.decide.catalog_index import CatalogCache, CatalogIndex, row_ranges
 from concierge.decide.rank import Aligned, BlendParams
 from concierge.decide.rules import (
     SLOTS,
@@ -368,8 +368,7 @@ class Recommender:
         scores = (1.0 - e) * al.popularity(country)
         als = None
         if al.collab is not None and al.known_factors is not None and touched.size:
-            inv_c = al.collab.items.to_internal(cat.ids.external[touched])
-            x = al.collab.fold_in(inv_c.astype(np.int64), w_t).astype(np.float32)
+            x = al.collab.fold_in(al.collab_of[touched], w_t).astype(np.float32)
             # only the items the model knows (the others score 0), by single-threaded BLAS: the
             # product is memory-bound, and two BLAS threads beside the server's own work made it
             # 2-3x slower on 2 cores, einsum's own loop 2x (measured, 100,000 x 64)
@@ -377,8 +376,7 @@ class Recommender:
                 sub = al.known_factors @ x
             np.maximum(sub, 0.0, out=sub)
             sub *= 1.0 / (float(sub.max()) or 1.0)
-            als = np.zeros(n)
-            als[al.known] = sub
+            als = SparseVec(al.known, sub)  # kept sparse: reasons read a few of its values
             scores[al.known] += (e * blend.a_als) * sub
         if blend.a_trend:
             scores += al.trend_term(blend.a_trend)
@@ -579,8 +577,9 @@ class Recommender:
                 out.insert(min(pos, len(out)), (i, rule))
                 placed.add(i)
         out = out[:k]
+        rows = cat.size_codes(sizes)
         for i, _rule in out:
-            v = cat.variant_to_show(i, sizes)
+            v = cat.variant_to_show(i, rows)
             if v is not None:
                 variants[str(cat.ids.external[i])] = v
         return out
@@ -600,7 +599,7 @@ class Recommender:
         sess: SparseVec,
         searched: SparseVec,
         queries: list[str],
-        als: F | None,
+        als: SparseVec | None,
         evidence: float,
         blend: BlendParams,
         brands: list[tuple[str, float]],
@@ -637,8 +636,8 @@ class Recommender:
             related = ("bought_with", "viewed_with", "bought_after")
             if got is not None and not any(r.code in related for r in out):
                 out.append(why.related(got[1], pid(got[0]), title(got[0]), got[2]))
-        if als is not None and als[i] >= 0.5 and evidence / (evidence + blend.k) >= 0.3:
-            out.append(why.for_you(float(als[i])))
+        if als is not None and (a := als[i]) >= 0.5 and evidence / (evidence + blend.k) >= 0.3:
+            out.append(why.for_you(a))
         for b, share in brands:
             if cat.brand_names[cat.brand[i]] == b:
                 out.append(why.your_brand(b, share))
@@ -718,10 +717,26 @@ def _spread(sim: sp.csr_matrix, src: npt.NDArray[np.int64], weight: npt.ArrayLik
         return SparseVec.empty()
     wv = np.asarray(weight, dtype=np.float64)
     wv = wv / (wv.max() or 1.0)
-    rows = sim[np.asarray(src, dtype=np.int64)]
-    data = rows.data * np.repeat(wv, np.diff(rows.indptr))
-    u, inv = np.unique(rows.indices, return_inverse=True)
+    # the rows' entries straight from the CSR arrays (scipy's row indexing builds a matrix)
+    var, owner = row_ranges(sim.indptr, np.asarray(src, dtype=np.int64))
+    data = sim.data[var] * wv[owner]
+    u, inv = np.unique(sim.indices[var], return_inverse=True)
     return SparseVec(u, np.bincount(inv, weights=data, minlength=u.size)).scaled()
+
+
+def _block(m: sp.csr_matrix, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> F:
+    """``m[rows][:, cols]`` as a dense array, from the CSR arrays (``cols`` unique)."""
+    out = np.zeros((rows.size, cols.size))
+    if rows.size == 0 or cols.size == 0:
+        return out
+    var, owner = row_ranges(m.indptr, rows)
+    order = np.argsort(cols)
+    sc = cols[order]
+    at = m.indices[var]
+    p = np.minimum(np.searchsorted(sc, at), sc.size - 1)
+    hit = sc[p] == at
+    out[owner[hit], order[p[hit]]] = m.data[var[hit]]
+    return out
 
 
 class SourceBlock:
@@ -740,7 +755,7 @@ class SourceBlock:
         self.src = src
         self.col = {int(c): j for j, c in enumerate(chosen.tolist())}
         scale = None if weights is None else weights / (weights.max() or 1.0)
-        self.raw = {k: np.asarray(sims[k][src][:, chosen].todense()) for k in self.KINDS}
+        self.raw = {k: _block(sims[k], src, chosen) for k in self.KINDS}
         self.scaled = {k: (v if scale is None else v * scale[:, None]) for k, v in self.raw.items()}
 
     def best(self, i: int) -> tuple[int, str, float] | None:

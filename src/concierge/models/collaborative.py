@@ -60,9 +60,27 @@ class _OneBlasThread:
         self._users = 0
         self._controller: ThreadpoolController | None = None
         self._limit: Any = None
+        self._hold = False
+
+    def _held(self) -> bool:
+        return self._hold
+
+    def hold(self) -> None:
+        """Limit BLAS to one thread for the rest of the process, and make the blocks free
+        (for a serving process, whose requests are its only BLAS work; its entry point calls
+        this)."""
+        with self._lock:
+            if self._limit is None:
+                self._controller = ThreadpoolController()
+                self._limit = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1  # never back to 0: never restored
+            self._hold = True
 
     @contextlib.contextmanager
     def __call__(self, *, rescan: bool = True) -> Iterator[None]:
+        if self._users and self._held():
+            yield
+            return
         with self._lock:
             if self._users == 0:
                 if self._controller is None or rescan:
