@@ -140,7 +140,8 @@ class Recommender:
         self._rules: tuple[float, list[Rule]] = (-math.inf, [])
         self._facets: dict[tuple[Any, str], npt.NDArray[np.bool_]] = {}
         self._effect_cache: dict[tuple[Any, ...], Effects] = {}
-        self._allowed_cache: dict[tuple[Any, ...], npt.NDArray[np.bool_]] = {}
+        self._allowed_cache: dict[tuple[Any, ...], tuple[Effects, npt.NDArray[np.bool_]]] = {}
+        self._static_cache: dict[tuple[Any, ...], tuple[Aligned, Effects, F]] = {}
 
     # -- state ----------------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class Recommender:
             self._facets.clear()
             self._effect_cache.clear()
             self._allowed_cache.clear()
+            self._static_cache.clear()
             return al
 
     def warm(self) -> None:
@@ -378,8 +380,6 @@ class Recommender:
             sub *= 1.0 / (float(sub.max()) or 1.0)
             als = SparseVec(al.known, sub)  # kept sparse: reasons read a few of its values
             scores[al.known] += (e * blend.a_als) * sub
-        if blend.a_trend:
-            scores += al.trend_term(blend.a_trend)
         cooc = _spread(al.sim_all, touched, w_t)
         rep = SparseVec(items_u, bought_w * al.repeat_rate[items_u]).scaled()
         sess_vec = SparseVec.empty()
@@ -444,9 +444,12 @@ class Recommender:
         # rules and filters: the cached effects of the active rules, the stock in the
         # shopper's sizes, then what this person may not see
         eff = self._effects(cat, slot, now_us)
-        if eff.adj is not None:
-            scores += eff.adj
-        final = np.where(self._allowed(cat, sizes, eff), scores, -np.inf)
+        static = self._static(al, eff, blend.a_trend)  # trend and rules: one cached vector
+        if static is not None:
+            scores += static
+        # in place: an item shown is never blocked, so its score is still its own
+        final = scores
+        np.copyto(final, -np.inf, where=self._blocked(cat, sizes, eff))
         final[bought_items[al.repeat_rate[bought_items] < blend.repeat_threshold]] = -np.inf
         for cid in person.customer_ids:  # never the shopper's own listings
             own = cat.listings.get(cid)
@@ -522,18 +525,34 @@ class Recommender:
             self._effect_cache[key] = got
         return got
 
-    def _allowed(self, cat: CatalogIndex, sizes: list[str], eff: Effects) -> npt.NDArray[np.bool_]:
-        base = cat.allowed_in(sizes)
-        if eff.excluded is None:
-            return base
+    def _blocked(self, cat: CatalogIndex, sizes: list[str], eff: Effects) -> npt.NDArray[np.bool_]:
+        """Items this request may not show by stock (in the shopper's sizes) or by an exclude
+        rule; cached per stock state, sizes and rules."""
         key = (cat.version, cat.stock_seq, tuple(sorted(sizes)), id(eff))
         got = self._allowed_cache.get(key)
-        if got is None:
+        if got is None or got[0] is not eff:  # (an id can be reused once its object is gone)
             if len(self._allowed_cache) > 256:
                 self._allowed_cache.clear()
-            got = base & ~eff.excluded
+            base = cat.allowed_in(sizes)
+            got = (eff, ~base if eff.excluded is None else ~(base & ~eff.excluded))
             self._allowed_cache[key] = got
-        return got
+        return got[1]
+
+    def _static(self, al: Aligned, eff: Effects, a_trend: float) -> F | None:
+        """``a_trend * trend + rule adjustments``, the request-independent terms, kept."""
+        if not a_trend and eff.adj is None:
+            return None
+        key = (id(al), id(eff), a_trend)
+        got = self._static_cache.get(key)
+        if got is None or got[0] is not al or got[1] is not eff:
+            if len(self._static_cache) > 64:
+                self._static_cache.clear()
+            vec = al.trend_term(a_trend) if a_trend else np.zeros(len(al.items))
+            if eff.adj is not None:
+                vec = vec + eff.adj
+            got = (al, eff, vec)
+            self._static_cache[key] = got
+        return got[2]
 
     def _fallback(self, person: Person, al: Aligned, evidence: float) -> str | None:
         if al.crowd is None and al.collab is None:
