@@ -78,6 +78,7 @@ class CatalogIndex:
     size_starts: I = field(default_factory=lambda: np.zeros(1, np.int64))  # as category_starts
     stock_seq: int = 0  # the newest catalog event the stock arrays reflect
     _sized_cache: dict[tuple[str, ...], B] = field(default_factory=dict, repr=False)
+    _positions: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -143,6 +144,15 @@ class CatalogIndex:
         fits[owner[sel & self.var_stocked[var]]] = True
         out: B = avail & (~relevant | fits)
         return out
+
+    def position_of(self) -> dict[str, int]:
+        """Product id -> position, as a dict (built at first use, about 30 ms per 100,000):
+        the few ids of one request are looked up faster than by a search over the id array."""
+        got = self._positions
+        if not got and len(self):
+            got = dict(zip(self.ids.external.tolist(), range(len(self)), strict=True))
+            self._positions.update(got)
+        return self._positions
 
     def size_codes(self, sizes: list[str]) -> set[int]:
         """The codes of the shopper's ``sizes`` that some variant comes in."""

@@ -313,12 +313,10 @@ class Recommender:
         doc = person.doc
         hl = al.collab.config.half_life_days if al.collab is not None else self.half_life_days
         # the person's interactions, aggregated per item (sparse: only what they touched)
-        pids = (
-            np.array([r[0] for r in person.lines], dtype=np.str_)
-            if person.lines
-            else np.zeros(0, np.str_)
+        pos_of = cat.position_of()
+        idx = np.fromiter(
+            (pos_of.get(r[0], -1) for r in person.lines), dtype=np.int64, count=len(person.lines)
         )
-        idx = cat.ids.to_internal(pids) if pids.size else np.zeros(0, np.int64)
         types = [r[1] for r in person.lines]
         ts = np.array([r[2] for r in person.lines], dtype=np.int64)
         qty = np.array([r[3] for r in person.lines], dtype=np.float64)
