@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -371,3 +372,48 @@ def test_stock_changes_reach_a_server_that_did_not_make_them(
         assert first not in ids(cg.recommend("nobody", k=12))
     finally:
         other.close()
+
+
+def test_http_fast_path_answers_as_the_route(cg: Concierge) -> None:
+    """``GET /v1/recommendations`` is answered before routing when well formed; its answers
+    are the route's, and anything else still gets the route's own answer (401, 422)."""
+    from concierge.api.recs import fast_arguments
+
+    assert fast_arguments(b"customer_id=ann&k=4&slot=cart&x=1") == {
+        "customer_id": "ann",
+        "k": 4,
+        "slot": "cart",
+    }
+    for bad in (
+        b"k=0",
+        b"k=101",
+        b"k=%2B3",
+        b"k=3&k=4",
+        b"slot=nope",
+        b"customer_id=" + b"x" * 129,
+    ):
+        assert fast_arguments(bad) is None, bad
+    store(cg)
+    cg.train()
+    _, read = cg.create_api_key("r", "read")
+    h = {"Authorization": f"Bearer {read}"}
+    with TestClient(create_app(concierge=cg)) as client:
+        r = client.get("/v1/recommendations", params={"customer_id": "ann", "k": 4}, headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.json() == orjson.loads(orjson.dumps(cg.recommend("ann", k=4).as_dict()))
+        page = client.get(
+            "/v1/recommendations",
+            params={"slot": "product", "anchor_product_id": "p2", "k": 3},
+            headers=h,
+        )
+        assert page.status_code == 200 and page.json()["items"][0]["product_id"] == "p4"
+        assert client.get("/v1/recommendations", params={"customer_id": "ann"}).status_code == 401
+        wrong = client.get(
+            "/v1/recommendations", params={"customer_id": "ann"}, headers={"x-api-key": "nope"}
+        )
+        assert wrong.status_code == 401
+        no_anchor = client.get("/v1/recommendations", params={"slot": "product"}, headers=h)
+        assert no_anchor.status_code == 422
+        assert no_anchor.json()["error"]["fields"][0]["field"] == "anchor_product_id"
+        too_long = client.get("/v1/recommendations", params={"customer_id": "x" * 129}, headers=h)
+        assert too_long.status_code == 422

@@ -487,9 +487,11 @@ def create_app(
         keys.forget()
         return {"revoked": key_id}
 
+    from concierge.api.recs import FastRecommendations
     from concierge.api.recs import router as recs_router
 
     app.include_router(recs_router(cg, needs, json_body))
+    app.add_middleware(FastRecommendations, cg=cg, authorize=authorize)
     return app
 
 
