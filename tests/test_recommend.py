@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -319,3 +320,100 @@ def test_a_search_in_the_session_shifts_the_ranking(cg: Concierge) -> None:
     assert got[0] in trail and len(set(got) & trail) > len(set(before) & trail), (before, got)
     first = after.items[0].reasons
     assert any(r.code == "searched" and r.data["query"] == "Trail shoes" for r in first)
+
+
+def test_stock_changes_reach_a_server_that_did_not_make_them(
+    cg: Concierge, db_url: str, clock: FrozenClock
+) -> None:
+    """Stock set by another process (here another Concierge on the same store, with its own
+    catalog arrays) reaches the serving one at its next request: out of stock, out of the
+    shopper's size only, back in stock, and a feed import that empties a product."""
+    store(cg)
+    cg.ingest(
+        [
+            {
+                "type": "purchase",
+                "event_id": "sz1",
+                "customer_id": "sized",
+                "timestamp": at(40),
+                "order_id": "o-sz1",
+                "currency": "EUR",
+                "lines": [
+                    {"product_id": "p2", "variant_id": "p2-43", "quantity": 1, "unit_price": 120.0}
+                ],
+            }
+        ]
+    )
+    cg.train()
+    top = ids(cg.recommend("ann", k=3))[0]
+    other = Concierge(db_url, clock=clock)
+    try:
+        other.set_stock(
+            [
+                {"product_id": top, "variant_id": f"{top}-42", "stock": 0},
+                {"product_id": top, "variant_id": f"{top}-43", "stock": 0},
+            ]
+        )
+        assert top not in ids(cg.recommend("ann", k=12))
+        assert top not in ids(cg.recommend("nobody", k=12))
+        other.set_stock([{"product_id": top, "variant_id": f"{top}-42", "stock": 3}])
+        assert top in ids(cg.recommend("nobody", k=12))  # back in stock, in size 42
+        sized = cg.recommend("sized", k=12)
+        assert top not in ids(sized)  # but not in their size (43)
+        first = sized.items[0].product_id
+        assert sized.items[0].variant_id == f"{first}-43"
+        other.set_stock([{"product_id": first, "variant_id": f"{first}-43", "stock": 0}])
+        after = cg.recommend("sized", k=12)
+        assert first not in ids(after) and first in ids(cg.recommend("nobody", k=12))
+        # the feed import records its stock changes as catalog events too
+        feed = cg.product(first).model_dump(mode="json")
+        feed["variants"] = [dict(v, stock=0) for v in feed["variants"]]
+        other.upsert_products([feed])
+        assert first not in ids(cg.recommend("nobody", k=12))
+    finally:
+        other.close()
+
+
+def test_http_fast_path_answers_as_the_route(cg: Concierge) -> None:
+    """``GET /v1/recommendations`` is answered before routing when well formed; its answers
+    are the route's, and anything else still gets the route's own answer (401, 422)."""
+    from concierge.api.recs import fast_arguments
+
+    assert fast_arguments(b"customer_id=ann&k=4&slot=cart&x=1") == {
+        "customer_id": "ann",
+        "k": 4,
+        "slot": "cart",
+    }
+    for bad in (
+        b"k=0",
+        b"k=101",
+        b"k=%2B3",
+        b"k=3&k=4",
+        b"slot=nope",
+        b"customer_id=" + b"x" * 129,
+    ):
+        assert fast_arguments(bad) is None, bad
+    store(cg)
+    cg.train()
+    _, read = cg.create_api_key("r", "read")
+    h = {"Authorization": f"Bearer {read}"}
+    with TestClient(create_app(concierge=cg)) as client:
+        r = client.get("/v1/recommendations", params={"customer_id": "ann", "k": 4}, headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert r.json() == orjson.loads(orjson.dumps(cg.recommend("ann", k=4).as_dict()))
+        page = client.get(
+            "/v1/recommendations",
+            params={"slot": "product", "anchor_product_id": "p2", "k": 3},
+            headers=h,
+        )
+        assert page.status_code == 200 and page.json()["items"][0]["product_id"] == "p4"
+        assert client.get("/v1/recommendations", params={"customer_id": "ann"}).status_code == 401
+        wrong = client.get(
+            "/v1/recommendations", params={"customer_id": "ann"}, headers={"x-api-key": "nope"}
+        )
+        assert wrong.status_code == 401
+        no_anchor = client.get("/v1/recommendations", params={"slot": "product"}, headers=h)
+        assert no_anchor.status_code == 422
+        assert no_anchor.json()["error"]["fields"][0]["field"] == "anchor_product_id"
+        too_long = client.get("/v1/recommendations", params={"customer_id": "x" * 129}, headers=h)
+        assert too_long.status_code == 422

@@ -236,7 +236,8 @@ class Concierge:
         models = _validated(StockUpdate, updates)
         with self.store.write() as conn:
             out = catalog.set_stock(conn, models, now_us=self._now_us())
-        self._catalog_changed()
+        # no reload: every change between out of stock and in stock is a catalog event, which
+        # the next recommendation request reads and patches in (decide.catalog_index)
         return out
 
     def set_price(self, updates: Sequence[PriceUpdate | dict[str, Any]]) -> dict[str, int]:

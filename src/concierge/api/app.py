@@ -491,9 +491,11 @@ def create_app(
         keys.forget()
         return {"revoked": key_id}
 
+    from concierge.api.recs import FastRecommendations
     from concierge.api.recs import router as recs_router
 
     app.include_router(recs_router(cg, needs, json_body))
+    app.add_middleware(FastRecommendations, cg=cg, authorize=authorize)
     return app
 
 
@@ -510,8 +512,12 @@ def _list(body: Any, name: str) -> list[Any]:
 
 
 def app_from_env() -> FastAPI:
-    """The app for ``uvicorn --factory concierge.api.app:app_from_env`` (settings from env;
-    ``CONCIERGE_EXTERNAL_APPLIER=1`` when ``serve`` runs the applier process)."""
+    """The app for ``uvicorn --factory concierge.api.app:app_from_env`` (settings from env):
+    the entry point of each worker process (see :func:`concierge.api.server.serve`);
+    ``CONCIERGE_EXTERNAL_APPLIER=1`` when ``serve`` runs the applier process."""
+    from concierge.api.server import tune_process
+
+    tune_process()
     return create_app(
         load_settings(), external_applier=os.environ.get("CONCIERGE_EXTERNAL_APPLIER") == "1"
     )

@@ -20,10 +20,13 @@ import uvicorn
 
 from concierge.api.app import create_app
 from concierge.ingest.applier import ApplierProcess
+from concierge.models.collaborative import blas_single_thread
 from concierge.settings import Settings
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def tune_process() -> None:
+    """What a serving process sets for itself (here, or in each worker through
+    :func:`concierge.api.app.app_from_env`)."""
     # The ingest threads hold the GIL in bursts of Python work; a shorter switch interval than
     # the default 5 ms keeps the event loop answering (measured: p99 of single-event requests).
     sys.setswitchinterval(0.0005)
@@ -33,6 +36,14 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    # BLAS at one thread: its work here is the matrix-vector product of each recommendation
+    # request, which two BLAS threads made 2-3x slower beside the server's own work on 2 cores
+    # (measured); training in this process runs under the same limit, as implicit advises
+    blas_single_thread.hold()
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    tune_process()
     applier = ApplierProcess(settings)
     applier.start()
     try:

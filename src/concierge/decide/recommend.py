@@ -32,10 +32,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import scipy.sparse as sp
-from sqlalchemy import select
 
 from concierge.decide import reasons as why
-from concierge.decide.catalog_index import CatalogCache, CatalogIndex, in_stock_now
+from concierge.decide.catalog_index import CatalogCache, CatalogIndex, row_ranges
 from concierge.decide.rank import Aligned, BlendParams
 from concierge.decide.rules import (
     SLOTS,
@@ -47,7 +46,7 @@ from concierge.decide.rules import (
 )
 from concierge.errors import InputError
 from concierge.ingest import identity
-from concierge.models.collaborative import CollaborativeModel
+from concierge.models.collaborative import CollaborativeModel, blas_single_thread
 from concierge.models.crowd import CrowdModel
 from concierge.models.interactions import STRENGTH
 from concierge.models.registry import LiveModels, Registry
@@ -55,8 +54,7 @@ from concierge.profiles import view as pview
 from concierge.profiles.doc import DAY_US
 from concierge.profiles.doc import loads as load_doc
 from concierge.schema.events import ANON_PREFIX
-from concierge.store import tables as t
-from concierge.store.engine import Store
+from concierge.store.engine import RawReader, Store
 
 F = npt.NDArray[np.float64]
 Slot = Literal["home", "product", "cart", "post_purchase", "email"]
@@ -107,7 +105,7 @@ class Person:
     person_id: str | None
     customer_ids: list[str]
     doc: dict[str, Any] | None
-    lines: list[tuple[str, str, int, int, str]]  # product_id, type, ts_us, quantity, event_id
+    lines: list[tuple[Any, ...]]  # product_id, type, ts_us, quantity, event_id
 
 
 def _blend_from(artifact: Any) -> BlendParams:
@@ -142,7 +140,8 @@ class Recommender:
         self._rules: tuple[float, list[Rule]] = (-math.inf, [])
         self._facets: dict[tuple[Any, str], npt.NDArray[np.bool_]] = {}
         self._effect_cache: dict[tuple[Any, ...], Effects] = {}
-        self._allowed_cache: dict[tuple[Any, ...], npt.NDArray[np.bool_]] = {}
+        self._allowed_cache: dict[tuple[Any, ...], tuple[Effects, npt.NDArray[np.bool_]]] = {}
+        self._static_cache: dict[tuple[Any, ...], tuple[Aligned, Effects, F]] = {}
 
     # -- state ----------------------------------------------------------------------------
 
@@ -162,6 +161,7 @@ class Recommender:
             self._facets.clear()
             self._effect_cache.clear()
             self._allowed_cache.clear()
+            self._static_cache.clear()
             return al
 
     def warm(self) -> None:
@@ -190,51 +190,57 @@ class Recommender:
 
     # -- reading the person ---------------------------------------------------------------
 
-    def _person(self, customer_id: str | None, anonymous_id: str | None, now_us: int) -> Person:
+    def _person(
+        self, q: RawReader, customer_id: str | None, anonymous_id: str | None, now_us: int
+    ) -> Person:
         if customer_id is None and anonymous_id is None:
             return Person(None, [], None, [])
         alias = "c:" + customer_id if customer_id is not None else "a:" + str(anonymous_id)
-        with self.store.read() as conn:
-            person = identity.load(conn, [alias]).person(alias)
-            row = conn.execute(
-                select(t.profiles.c.doc).where(t.profiles.c.person_id == person)
-            ).first()
-            aliases = (
-                conn.execute(select(t.identities.c.alias).where(t.identities.c.person_id == person))
-                .scalars()
-                .all()
-            )
-            cids = {a[2:] for a in aliases if a.startswith("c:")}
-            aids = {a[2:] for a in aliases if a.startswith("a:")}
-            if person.startswith(ANON_PREFIX):
-                aids.add(person[len(ANON_PREFIX) :])
-            else:
-                cids.add(person)
-            cols = (
-                t.event_items.c.product_id,
-                t.events.c.type,
-                t.events.c.ts_us,
-                t.event_items.c.quantity,
-                t.events.c.event_id,
-            )
-            joined = select(*cols).join(
-                t.event_items, t.event_items.c.event_id == t.events.c.event_id
-            )
-            # two plain index lookups; type and time are filtered here, since a range or an OR
-            # in SQL lets SQLite's planner pick the time index and scan the log (measured: 10 ms
-            # against 0.3 ms)
-            rows = list(conn.execute(joined.where(t.events.c.customer_id.in_(sorted(cids)))))
-            if aids:
-                rows += conn.execute(
-                    joined.where(
-                        t.events.c.anonymous_id.in_(sorted(aids)), t.events.c.customer_id.is_(None)
-                    )
-                ).all()
+        # the person's aliases in one self-join (an alias not in the graph is its own person)
+        linked = q.rows(
+            "SELECT b.alias, b.person_id FROM identities a"
+            " JOIN identities b ON b.person_id = a.person_id WHERE a.alias = ?",
+            [alias],
+        )
+        if linked:
+            person = str(linked[0][1])
+            aliases = [str(r[0]) for r in linked]
+        else:
+            person = identity.default_person(alias)
+            aliases = [
+                str(r[0])
+                for r in q.rows("SELECT alias FROM identities WHERE person_id = ?", [person])
+            ]
+        row = q.rows("SELECT doc FROM profiles WHERE person_id = ?", [person])
+        cids = {a[2:] for a in aliases if a.startswith("c:")}
+        aids = {a[2:] for a in aliases if a.startswith("a:")}
+        if person.startswith(ANON_PREFIX):
+            aids.add(person[len(ANON_PREFIX) :])
+        else:
+            cids.add(person)
+        # two plain index lookups in one statement; type and time are filtered here, since a
+        # range or an OR in SQL lets SQLite's planner pick the time index and scan the log
+        # (measured: 10 ms against 0.3 ms)
+        cols = (
+            "SELECT i.product_id, e.type, e.ts_us, i.quantity, e.event_id FROM events e"
+            " JOIN event_items i ON i.event_id = e.event_id WHERE "
+        )
+        parts: list[str] = []
+        params: list[Any] = []
+        if cids:
+            clause, more = q.among("e.customer_id", sorted(cids)[:500])
+            parts.append(cols + clause)
+            params += more
+        if aids:
+            clause, more = q.among("e.anonymous_id", sorted(aids)[:500])
+            parts.append(cols + clause + " AND e.customer_id IS NULL")
+            params += more
+        rows = q.rows(" UNION ALL ".join(parts), params) if parts else []
         kinds = STRENGTH.keys()
-        kept = [tuple(r) for r in rows if r[1] in kinds and r[2] <= now_us]
+        kept = [r for r in rows if r[1] in kinds and r[2] <= now_us]
         kept.sort(key=lambda r: r[2], reverse=True)
         lines = kept[:HISTORY]
-        doc = load_doc(row.doc) if row is not None else None
+        doc = load_doc(row[0][0]) if row else None
         return Person(person, sorted(cids), doc, lines)
 
     # -- the request ----------------------------------------------------------------------
@@ -271,8 +277,9 @@ class Recommender:
             )
             if v is not None
         }
-        person = self._person(customer_id, anonymous_id, now_us)
-        cat = self.catalog.get()
+        with self.store.raw_read() as q:  # the person and the stock, in one transaction
+            person = self._person(q, customer_id, anonymous_id, now_us)
+            cat = self.catalog.get(q)
         pid = person.person_id
         if len(cat) == 0:
             return Recommendations([], "empty_catalog", versions, slot, pid)
@@ -306,12 +313,10 @@ class Recommender:
         doc = person.doc
         hl = al.collab.config.half_life_days if al.collab is not None else self.half_life_days
         # the person's interactions, aggregated per item (sparse: only what they touched)
-        pids = (
-            np.array([r[0] for r in person.lines], dtype=np.str_)
-            if person.lines
-            else np.zeros(0, np.str_)
+        pos_of = cat.position_of()
+        idx = np.fromiter(
+            (pos_of.get(r[0], -1) for r in person.lines), dtype=np.int64, count=len(person.lines)
         )
-        idx = cat.ids.to_internal(pids) if pids.size else np.zeros(0, np.int64)
         types = [r[1] for r in person.lines]
         ts = np.array([r[2] for r in person.lines], dtype=np.int64)
         qty = np.array([r[3] for r in person.lines], dtype=np.float64)
@@ -362,17 +367,17 @@ class Recommender:
         e = evidence / (evidence + blend.k)
         scores = (1.0 - e) * al.popularity(country)
         als = None
-        if al.collab is not None and al.factors is not None and touched.size:
-            inv_c = al.collab.items.to_internal(cat.ids.external[touched])
-            x = al.collab.fold_in(inv_c.astype(np.int64), w_t)
-            # einsum's own loop, not BLAS: a matrix-vector product is memory-bound, and BLAS
-            # threads beside the server's own threads made it 3-10x slower (measured)
-            raw = np.einsum("ij,j->i", al.factors, x)
-            np.maximum(raw, 0.0, out=raw)
-            als = raw / (raw.max() or 1.0)
-            scores += (e * blend.a_als) * als
-        if blend.a_trend:
-            scores += al.trend_term(blend.a_trend)
+        if al.collab is not None and al.known_factors is not None and touched.size:
+            x = al.collab.fold_in(al.collab_of[touched], w_t).astype(np.float32)
+            # only the items the model knows (the others score 0), by single-threaded BLAS: the
+            # product is memory-bound, and two BLAS threads beside the server's own work made it
+            # 2-3x slower on 2 cores, einsum's own loop 2x (measured, 100,000 x 64)
+            with blas_single_thread(rescan=False):
+                sub = al.known_factors @ x
+            np.maximum(sub, 0.0, out=sub)
+            sub *= 1.0 / (float(sub.max()) or 1.0)
+            als = SparseVec(al.known, sub)  # kept sparse: reasons read a few of its values
+            scores[al.known] += (e * blend.a_als) * sub
         cooc = _spread(al.sim_all, touched, w_t)
         rep = SparseVec(items_u, bought_w * al.repeat_rate[items_u]).scaled()
         sess_vec = SparseVec.empty()
@@ -437,9 +442,12 @@ class Recommender:
         # rules and filters: the cached effects of the active rules, the stock in the
         # shopper's sizes, then what this person may not see
         eff = self._effects(cat, slot, now_us)
-        if eff.adj is not None:
-            scores += eff.adj
-        final = np.where(self._allowed(cat, sizes, eff), scores, -np.inf)
+        static = self._static(al, eff, blend.a_trend)  # trend and rules: one cached vector
+        if static is not None:
+            scores += static
+        # in place: an item shown is never blocked, so its score is still its own
+        final = scores
+        np.copyto(final, -np.inf, where=self._blocked(cat, sizes, eff))
         final[bought_items[al.repeat_rate[bought_items] < blend.repeat_threshold]] = -np.inf
         for cid in person.customer_ids:  # never the shopper's own listings
             own = cat.listings.get(cid)
@@ -515,18 +523,34 @@ class Recommender:
             self._effect_cache[key] = got
         return got
 
-    def _allowed(self, cat: CatalogIndex, sizes: list[str], eff: Effects) -> npt.NDArray[np.bool_]:
-        base = cat.allowed_in(sizes)
-        if eff.excluded is None:
-            return base
-        key = (cat.version, tuple(sorted(sizes)), id(eff))
+    def _blocked(self, cat: CatalogIndex, sizes: list[str], eff: Effects) -> npt.NDArray[np.bool_]:
+        """Items this request may not show by stock (in the shopper's sizes) or by an exclude
+        rule; cached per stock state, sizes and rules."""
+        key = (cat.version, cat.stock_seq, tuple(sorted(sizes)), id(eff))
         got = self._allowed_cache.get(key)
-        if got is None:
+        if got is None or got[0] is not eff:  # (an id can be reused once its object is gone)
             if len(self._allowed_cache) > 256:
                 self._allowed_cache.clear()
-            got = base & ~eff.excluded
+            base = cat.allowed_in(sizes)
+            got = (eff, ~base if eff.excluded is None else ~(base & ~eff.excluded))
             self._allowed_cache[key] = got
-        return got
+        return got[1]
+
+    def _static(self, al: Aligned, eff: Effects, a_trend: float) -> F | None:
+        """``a_trend * trend + rule adjustments``, the request-independent terms, kept."""
+        if not a_trend and eff.adj is None:
+            return None
+        key = (id(al), id(eff), a_trend)
+        got = self._static_cache.get(key)
+        if got is None or got[0] is not al or got[1] is not eff:
+            if len(self._static_cache) > 64:
+                self._static_cache.clear()
+            vec = al.trend_term(a_trend) if a_trend else np.zeros(len(al.items))
+            if eff.adj is not None:
+                vec = vec + eff.adj
+            got = (al, eff, vec)
+            self._static_cache[key] = got
+        return got[2]
 
     def _fallback(self, person: Person, al: Aligned, evidence: float) -> str | None:
         if al.crowd is None and al.collab is None:
@@ -554,35 +578,28 @@ class Recommender:
         sizes: list[str],
         variants: dict[str, str],
     ) -> list[tuple[int, Rule | None]]:
-        """Diverse top k (per-brand and per-category caps), pins placed, stock checked now;
-        ``variants`` receives the variant to show of each product (see :func:`in_stock_now`)."""
+        """Diverse top k (per-brand and per-category caps), pins placed; ``variants`` receives
+        the variant to show of each product (:meth:`CatalogIndex.variant_to_show`).
+
+        Every candidate already passed the stock filter of this request, whose arrays reflect
+        every catalog event up to its read (see :mod:`concierge.decide.catalog_index`): no
+        second look at the database."""
         pinned = {i for _p, i, _r in pins}
-        pool = [int(i) for i in ranked if int(i) not in pinned]
-        head = k + 5  # checked against the database now; the rest only if it is picked
-        ids = [str(cat.ids.external[i]) for i in pool[:head]] + [
-            str(cat.ids.external[i]) for i in pinned
-        ]
-        with self.store.read() as conn:
-            live = in_stock_now(conn, ids, sizes, variants)
-        pool = [i for i in pool[:head] if live.get(str(cat.ids.external[i]), False)] + pool[head:]
+        pool = [i for i in ranked.tolist() if i not in pinned]
         picked = diversify(pool, cat.brand, cat.category, k)
-        for _round in range(3):  # items from beyond the checked head are checked too
-            unchecked = [
-                str(cat.ids.external[i]) for i in picked if str(cat.ids.external[i]) not in live
-            ]
-            if not unchecked:
-                break
-            with self.store.read() as conn:
-                live |= in_stock_now(conn, unchecked, sizes, variants)
-            pool = [i for i in pool if live.get(str(cat.ids.external[i]), True)]
-            picked = diversify(pool, cat.brand, cat.category, k)
         out: list[tuple[int, Rule | None]] = [(i, None) for i in picked]
         placed: set[int] = set()
         for pos, i, rule in pins:  # sorted by position; an item pinned twice goes first once
-            if i not in placed and live.get(str(cat.ids.external[i]), False):
+            if i not in placed:
                 out.insert(min(pos, len(out)), (i, rule))
                 placed.add(i)
-        return out[:k]
+        out = out[:k]
+        rows = cat.size_codes(sizes)
+        for i, _rule in out:
+            v = cat.variant_to_show(i, rows)
+            if v is not None:
+                variants[str(cat.ids.external[i])] = v
+        return out
 
     def _reasons(
         self,
@@ -599,7 +616,7 @@ class Recommender:
         sess: SparseVec,
         searched: SparseVec,
         queries: list[str],
-        als: F | None,
+        als: SparseVec | None,
         evidence: float,
         blend: BlendParams,
         brands: list[tuple[str, float]],
@@ -636,8 +653,8 @@ class Recommender:
             related = ("bought_with", "viewed_with", "bought_after")
             if got is not None and not any(r.code in related for r in out):
                 out.append(why.related(got[1], pid(got[0]), title(got[0]), got[2]))
-        if als is not None and als[i] >= 0.5 and evidence / (evidence + blend.k) >= 0.3:
-            out.append(why.for_you(float(als[i])))
+        if als is not None and (a := als[i]) >= 0.5 and evidence / (evidence + blend.k) >= 0.3:
+            out.append(why.for_you(a))
         for b, share in brands:
             if cat.brand_names[cat.brand[i]] == b:
                 out.append(why.your_brand(b, share))
@@ -717,10 +734,26 @@ def _spread(sim: sp.csr_matrix, src: npt.NDArray[np.int64], weight: npt.ArrayLik
         return SparseVec.empty()
     wv = np.asarray(weight, dtype=np.float64)
     wv = wv / (wv.max() or 1.0)
-    rows = sim[np.asarray(src, dtype=np.int64)]
-    data = rows.data * np.repeat(wv, np.diff(rows.indptr))
-    u, inv = np.unique(rows.indices, return_inverse=True)
+    # the rows' entries straight from the CSR arrays (scipy's row indexing builds a matrix)
+    var, owner = row_ranges(sim.indptr, np.asarray(src, dtype=np.int64))
+    data = sim.data[var] * wv[owner]
+    u, inv = np.unique(sim.indices[var], return_inverse=True)
     return SparseVec(u, np.bincount(inv, weights=data, minlength=u.size)).scaled()
+
+
+def _block(m: sp.csr_matrix, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> F:
+    """``m[rows][:, cols]`` as a dense array, from the CSR arrays (``cols`` unique)."""
+    out = np.zeros((rows.size, cols.size))
+    if rows.size == 0 or cols.size == 0:
+        return out
+    var, owner = row_ranges(m.indptr, rows)
+    order = np.argsort(cols)
+    sc = cols[order]
+    at = m.indices[var]
+    p = np.minimum(np.searchsorted(sc, at), sc.size - 1)
+    hit = sc[p] == at
+    out[owner[hit], order[p[hit]]] = m.data[var[hit]]
+    return out
 
 
 class SourceBlock:
@@ -739,7 +772,7 @@ class SourceBlock:
         self.src = src
         self.col = {int(c): j for j, c in enumerate(chosen.tolist())}
         scale = None if weights is None else weights / (weights.max() or 1.0)
-        self.raw = {k: np.asarray(sims[k][src][:, chosen].todense()) for k in self.KINDS}
+        self.raw = {k: _block(sims[k], src, chosen) for k in self.KINDS}
         self.scaled = {k: (v if scale is None else v * scale[:, None]) for k, v in self.raw.items()}
 
     def best(self, i: int) -> tuple[int, str, float] | None:
@@ -768,13 +801,14 @@ def diversify(
     nc: dict[int, int] = {}
     out: list[int] = []
     taken: set[int] = set()
+    at = np.asarray(pool, dtype=np.int64)
+    codes = list(zip(brand[at].tolist(), category[at].tolist(), strict=True))  # one gather
     for use_b, use_c in ((True, True), (True, False), (False, False)):
-        for i in pool:
+        for i, (b, c) in zip(pool, codes, strict=True):
             if len(out) >= k:
                 return out
             if i in taken:
                 continue
-            b, c = int(brand[i]), int(category[i])
             if use_b and b and nb.get(b, 0) >= cap_b:
                 continue
             if use_c and c and nc.get(c, 0) >= cap_c:

@@ -25,6 +25,7 @@ item factors (an approximation, documented as such).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from pydantic import Field
 from scipy.linalg.lapack import dposv
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from concierge.models.base import ModelBase, ModelConfig
 from concierge.models.idmap import IdMap
@@ -41,11 +42,65 @@ from concierge.models.idmap import IdMap
 F32 = npt.NDArray[np.float32]
 
 
-@contextlib.contextmanager
-def blas_single_thread() -> Iterator[None]:
-    """``implicit`` warns when BLAS uses threads beside its own; limit BLAS to one meanwhile."""
-    with threadpool_limits(1, "blas"):
-        yield
+class _OneBlasThread:
+    """BLAS held to one thread while any caller, in any thread, is inside the block.
+
+    The limit is process-wide, so nested and concurrent blocks are counted: the first to enter
+    sets it, the last to leave restores the original. Two blocks that each saved and restored
+    on their own (``threadpool_limits``) could interleave and leave BLAS at one thread for
+    good, or restore two threads in the middle of the other's work.
+
+    The controller (which finds the loaded BLAS libraries, about 2 ms) is built again when a
+    block is entered with ``rescan=True`` (training, where 2 ms do not count); the request
+    path reuses the last one (an entry then costs about 10 us).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._controller: ThreadpoolController | None = None
+        self._limit: Any = None
+        self._hold = False
+
+    def _held(self) -> bool:
+        return self._hold
+
+    def hold(self) -> None:
+        """Limit BLAS to one thread for the rest of the process, and make the blocks free
+        (for a serving process, whose requests are its only BLAS work; its entry point calls
+        this)."""
+        with self._lock:
+            if self._limit is None:
+                self._controller = ThreadpoolController()
+                self._limit = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1  # never back to 0: never restored
+            self._hold = True
+
+    @contextlib.contextmanager
+    def __call__(self, *, rescan: bool = True) -> Iterator[None]:
+        if self._users and self._held():
+            yield
+            return
+        with self._lock:
+            if self._users == 0:
+                if self._controller is None or rescan:
+                    self._controller = ThreadpoolController()
+                self._limit = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._limit is not None:
+                    self._limit.restore_original_limits()
+                    self._limit = None
+
+
+blas_single_thread = _OneBlasThread()
+"""``implicit`` warns when BLAS uses threads beside its own, and a matrix-vector product on the
+request path is 2-3x slower with two BLAS threads on a busy 2-core machine (measured): limit BLAS
+to one thread meanwhile (``with blas_single_thread():``)."""
 
 
 class CollaborativeConfig(ModelConfig):

@@ -299,7 +299,6 @@ class LiveModels(Generic[T]):
         if not self._lock.acquire(blocking=self._model is None):
             return False  # another thread is refreshing; keep serving the current model
         try:
-            self._checked = time.monotonic()
             newest = self.registry.latest_version(self.name)
             if newest is None or newest == self._version:
                 return False
@@ -307,4 +306,7 @@ class LiveModels(Generic[T]):
             self._model, self._version = model, newest
             return True
         finally:
+            # marked checked only now: a reader arriving during the first load waits for it
+            # (blocking acquire above) instead of taking "checked a moment ago, no model"
+            self._checked = time.monotonic()
             self._lock.release()

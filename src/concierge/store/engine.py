@@ -109,6 +109,35 @@ def among(conn: Connection, column: Any, values: Sequence[str]) -> Iterator[Any]
         yield column.in_(values[i : i + 500])
 
 
+class RawReader:
+    """Plain SQL on the driver's cursor, inside a :meth:`Store.raw_read` transaction.
+
+    For the request path of recommendations only, where SQLAlchemy's statement building and
+    result wrapping cost about ten times the query itself (measured: 1.4 ms against 0.14 ms for
+    reading one person from SQLite). Statements are written with ``?`` placeholders and portable
+    SQL; :meth:`among` writes a membership test the way each backend takes it best.
+    """
+
+    def __init__(self, cursor: Any, backend: str) -> None:
+        self.cursor = cursor
+        self.postgres = backend == "postgresql"
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.postgres:
+            sql = sql.replace("?", "%s")
+        self.cursor.execute(sql, tuple(params))
+        return [tuple(r) for r in self.cursor.fetchall()]
+
+    def among(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """``column IN (?, ...)`` on SQLite, ``column = ANY(?)`` (one array) on PostgreSQL, and
+        its parameters; at most 500 values on SQLite (its limit on parameters)."""
+        if self.postgres:
+            return f"{column} = ANY(?)", [list(values)]
+        if len(values) > 500:
+            raise ValueError("at most 500 values per membership test on SQLite")
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+
 class Store:
     """The database behind one Concierge: an engine plus the dialect-specific bits."""
 
@@ -155,6 +184,29 @@ class Store:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def raw_read(self) -> Iterator[RawReader]:
+        """A read transaction through the driver's own cursor, for the few hot reads of a
+        request (see :class:`RawReader`)."""
+        # the transaction on the driver too: SQLAlchemy's begin/commit cost as much as the
+        # reads. SQLite: an explicit BEGIN (the driver is in autocommit mode, see make_engine);
+        # PostgreSQL: the driver's implicit one, ended by the pool's rollback on return.
+        with self.engine.connect() as conn:
+            dbapi: Any = conn.connection.dbapi_connection
+            cur = dbapi.cursor()
+            try:
+                if self.backend == "sqlite":
+                    cur.execute("BEGIN")
+                yield RawReader(cur, self.backend)
+            finally:
+                try:
+                    if self.backend == "sqlite":
+                        cur.execute("COMMIT")
+                    else:
+                        dbapi.rollback()
+                finally:
+                    cur.close()
 
     def insert(self, table: Table) -> Any:
         """A dialect insert that supports ``on_conflict_do_nothing/update``."""

@@ -139,6 +139,7 @@ products = Table(
 )
 Index("ix_products_brand", products.c.brand)
 Index("ix_products_seller_id", products.c.seller_id)
+Index("ix_products_updated_us", products.c.updated_us)
 
 variants = Table(
     "variants",
