@@ -13,18 +13,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from sqlalchemy import Connection
 
 from concierge.models import anomalies
 from concierge.models.anomalies import count_pending
 from concierge.models.cadence import CadenceModel
+from concierge.models.cadence import flatten
 from concierge.models.person_frame import (
     PROFILE_FIELDS,
     per_person,
-    profile_frame,
-    profile_row,
-    read_docs,
+    profile_columns,
+    read_chunks,
 )
 from concierge.models.registry import Registry
 
@@ -130,22 +131,52 @@ def build(
     as_of_us: int,
     half_life_days: float,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """The evaluation frame for ``people`` (everyone when ``None``) and the model versions used."""
-    docs = read_docs(conn, people)
-    persons = sorted(docs)
-    for p in persons:  # answers that keep items apart from taste (rare: a query each)
-        doc = docs[p]
-        if any(q.startswith(anomalies.PREFIX) for q in doc["answers"]):
-            cids, aids = anomalies.aliases_of(conn, [p])
-            lines = anomalies.excluded_lines(conn, doc, cids, aids)
-            docs[p] = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
-    rows = [
-        profile_row(p, docs[p], as_of_us=as_of_us, half_life_days=half_life_days) for p in persons
-    ]
-    pending = count_pending(conn, docs)
-    for r in rows:
-        r["questions_pending"] = pending.get(r["person_id"], 0)
-    frame = profile_frame(rows)
+    """The evaluation frame for ``people`` (everyone when ``None``) and the model versions used.
+
+    The documents are read and parsed a chunk at a time and each chunk is summarized column by
+    column (:func:`~concierge.models.person_frame.profile_columns`); only the chunk's frame, its
+    order times and the rare answers are kept.
+    """
+    parts: list[pl.DataFrame] = []
+    owners: list[npt.NDArray[np.int64]] = []
+    times: list[npt.NDArray[np.int64]] = []
+    answered: dict[str, set[str]] = {}
+    offset = 0
+    for chunk, docs in read_chunks(conn, people):
+        for i in [i for i, d in enumerate(docs) if d["answers"]]:  # rare: a few people answer
+            p, doc = chunk[i], docs[i]
+            answered[p] = set(doc["answers"])
+            if any(q.startswith(anomalies.PREFIX) for q in doc["answers"]):
+                # answers that keep items apart from taste (a query each)
+                cids, aids = anomalies.aliases_of(conn, [p])
+                lines = anomalies.excluded_lines(conn, doc, cids, aids)
+                docs[i] = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
+        parts.append(profile_columns(chunk, docs, as_of_us=as_of_us, half_life_days=half_life_days))
+        owner, ts = flatten([d["order_times"] for d in docs])
+        owners.append(owner + offset)
+        times.append(ts)
+        offset += len(docs)
+    frame = (
+        pl.concat(parts, how="vertical")
+        if parts
+        else pl.DataFrame(schema={k: v[0] for k, v in PROFILE_FIELDS.items()})
+    )
+    # by person id in code-point order (a database's collation may differ; chunks of a list of
+    # ids are sorted each, not their union)
+    order = frame["person_id"].arg_sort().to_numpy()
+    if np.any(order != np.arange(order.size)):
+        frame = frame[order]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        owners = [inverse[o] for o in owners]
+    persons = frame["person_id"].to_list()
+    pending = count_pending(conn, persons, answered)
+    if pending:
+        frame = frame.with_columns(
+            pl.col("person_id")
+            .replace_strict(pending, default=0, return_dtype=pl.Int64)
+            .alias("questions_pending")
+        )
     pp = per_person(registry, skip=("cadence",))
     versions = dict(pp.versions)
     if pp.frame.height and frame.height:
@@ -154,8 +185,11 @@ def build(
     model, version = cadence_model(registry)
     if model is not None and frame.height:
         ids = np.array(persons, dtype=np.str_)
-        cols = model.person_columns(
-            ids, [docs[p]["order_times"] for p in persons], as_of_us=as_of_us
+        cols = model.person_columns_flat(
+            ids,
+            np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64),
+            np.concatenate(times) if times else np.zeros(0, dtype=np.int64),
+            as_of_us=as_of_us,
         )
         live: dict[str, Any] = {k: cols[k] for k in CADENCE_LIVE}
         frame = frame.drop([c for c in CADENCE_LIVE if c in frame.columns]).with_columns(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -486,23 +486,26 @@ def pending(conn: Connection, person: str, doc: pdoc.Doc | None) -> list[dict[st
     return out
 
 
-def count_pending(conn: Connection, docs: dict[str, pdoc.Doc]) -> dict[str, int]:
+def count_pending(
+    conn: Connection, people: Sequence[str], answered: Mapping[str, Collection[str]]
+) -> dict[str, int]:
+    """Questions not answered yet, per person of ``people`` (``answered``: the question ids each
+    person's document has an answer for; people without answers may be left out)."""
     q = t.questions
     out: dict[str, int] = {}
     from concierge.store.engine import among
 
-    people = list(docs)
     if not people:
         return out
+    wanted = set(people)
     if len(people) > 5000:
         rows = conn.execute(select(q.c.person_id, q.c.question_id)).all()
     else:
         rows = []
-        for clause in among(conn, q.c.person_id, people):
+        for clause in among(conn, q.c.person_id, list(people)):
             rows += conn.execute(select(q.c.person_id, q.c.question_id).where(clause)).all()
-    for person, qid in rows:
-        d = docs.get(person)
-        if d is not None and qid not in d["answers"]:
+    for person, qid in rows:  # one row per question asked (a few per person at most)
+        if person in wanted and qid not in answered.get(person, ()):
             out[person] = out.get(person, 0) + 1
     return out
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from sqlalchemy import Connection, select
 
@@ -81,116 +83,260 @@ def _band_mid(band: str) -> float | None:
     return math.sqrt(max(a, 0.5) * b)
 
 
-def _affinity_summary(
-    affinity: dict[str, float], factor: float
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Per dimension the strongest value (ties: the smaller name) and the positive total, as
-    :func:`concierge.profiles.view.affinities` ranks them, in one pass over the facets (shares
-    do not depend on the decay, one factor for all; only the noise floor does)."""
-    top: dict[str, Any] = {}
-    total: dict[str, float] = {}
-    bands: list[tuple[str, float]] = []
+AFFINITY_DIMS = ("brand", "cat", "dept", "price")
+F = npt.NDArray[np.float64]
+
+
+def _column(docs: Sequence[pdoc.Doc], key: str) -> list[Any]:
+    return list(map(operator.itemgetter(key), docs))
+
+
+def _affinity_columns(docs: Sequence[pdoc.Doc], factor: float) -> dict[str, Any]:
+    """The affinity fields of everyone, from one long (person, facet, anchored) table.
+
+    Per dimension the strongest value (ties: the smaller name) and the positive total above the
+    noise floor, as :func:`concierge.profiles.view.affinities` ranks them (shares do not depend
+    on the decay, one factor for all; only the noise floor does). Facets are coded once per
+    distinct facet (a few thousand), everything else is NumPy on the codes; totals and the price
+    level are summed by ``np.bincount`` in each document's own order, so they equal the sums
+    taken person by person.
+    """
+    n = len(docs)
+    affs = _column(docs, "affinity")
+    sizes = np.fromiter(map(len, affs), dtype=np.int64, count=n)
+    total_rows = int(sizes.sum())
+    owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    vocab = {f: i for i, f in enumerate(dict.fromkeys(itertools.chain.from_iterable(affs)))}
+    code = np.fromiter(
+        map(vocab.__getitem__, itertools.chain.from_iterable(affs)),
+        dtype=np.int64,
+        count=total_rows,
+    )
+    anchored = np.fromiter(
+        itertools.chain.from_iterable(map(dict.values, affs)), dtype=np.float64, count=total_rows
+    )
+    # per distinct facet: its dimension, value, rank of the value (ties), log of a band's middle
+    parts = [f.partition("=") for f in vocab]
+    values = [v for _d, _s, v in parts]
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+    dims = {d: i for i, d in enumerate(AFFINITY_DIMS)}
+    dim_of = np.array([dims.get(d, -1) for d, _s, _v in parts] or [-1], dtype=np.int64)
+    specific = np.array([">" in v for v in values] or [False], dtype=bool)
+    mids = [_band_mid(v) if d == "price" else None for d, _s, v in parts]
+    has_mid = np.array([m is not None for m in mids] or [False], dtype=bool)
+    log_mid = np.array([math.log(m) if m is not None else 0.0 for m in mids] or [0.0])
+    values_arr = np.array(values or [""], dtype=object)
+
     floor = pview.NOISE / factor if factor > 0 else math.inf
-    for facet, anchored in affinity.items():
-        if anchored <= floor:
-            continue
-        dim, _, value = facet.partition("=")
-        if dim not in ("brand", "cat", "dept", "price"):
-            continue
-        total[dim] = total.get(dim, 0.0) + anchored
-        if dim == "price":
-            bands.append((value, anchored))
-            continue
-        keys = [dim, "cat>"] if dim == "cat" and ">" in value else [dim]
-        for key in keys:
-            cur = top.get(key)
-            if cur is None or anchored > cur[1] or (anchored == cur[1] and value < cur[0]):
-                top[key] = (value, anchored)
-    if bands:
-        top["price_bands"] = bands
-    return top, total
+    keep = (anchored > floor) & (dim_of[code] >= 0)
+    own, code, a = owner[keep], code[keep], anchored[keep]
+    dim = dim_of[code]
+    out: dict[str, Any] = {}
+
+    by_rank = values_arr[np.argsort(rank)] if len(values) else values_arr
+
+    def strongest(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[Any], F]:
+        # rows are grouped by person (in order); per group the largest weight, then among the
+        # rows holding it the smallest value (by rank)
+        o, r, w = own[mask], rank[code[mask]], a[mask]
+        value = np.full(n, None, dtype=object)
+        weight = np.full(n, np.nan)
+        if o.size == 0:
+            return value, weight
+        head = np.ones(o.size, dtype=bool)
+        head[1:] = o[1:] != o[:-1]
+        starts = np.flatnonzero(head)
+        group = np.cumsum(head) - 1
+        best = np.maximum.reduceat(w, starts)
+        r = np.where(w == best[group], r, np.iinfo(np.int64).max)
+        value[o[starts]] = by_rank[np.minimum.reduceat(r, starts)]
+        weight[o[starts]] = best
+        return value, weight
+
+    brand, brand_a = strongest(dim == dims["brand"])
+    dept, dept_a = strongest(dim == dims["dept"])
+    cat, _ = strongest(dim == dims["cat"])
+    spec, spec_a = strongest((dim == dims["cat"]) & specific[code])
+    out["top_brand"], out["top_department"] = brand, dept
+    out["top_category"] = np.where(np.isnan(spec_a), cat, spec)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name, d, w in (
+            ("brand_loyalty", "brand", brand_a),
+            ("department_share", "dept", dept_a),
+        ):
+            m = dim == dims[d]
+            out[name] = np.round(w / np.bincount(own[m], weights=a[m], minlength=n), 4)
+        # price level: affinity-weighted geometric middle of the bands
+        m = has_mid[code]
+        weight = np.bincount(own[m], weights=a[m], minlength=n)
+        logs = np.bincount(own[m], weights=a[m] * log_mid[code[m]], minlength=n)
+        out["price_level"] = np.where(weight > 0, np.exp(logs / weight), np.nan)
+    return out
 
 
-def profile_row(
-    person: str, doc: pdoc.Doc, *, as_of_us: int, half_life_days: float
-) -> dict[str, Any]:
-    """The flat profile figures of one person at ``as_of_us`` (see :data:`PROFILE_FIELDS`)."""
-    n = int(doc["n_orders"])
-    rev = float(doc["revenue"])
-    first, last = doc["first_seen_us"], doc["last_seen_us"]
-    tenure = max((as_of_us - first) / DAY_US, 1.0) if first is not None else 0.0
-    times = sorted(set(doc["order_times"]))
-    intervals = [(b - a) / DAY_US for a, b in itertools.pairwise(times)]
-    factor = 2.0 ** (-(as_of_us - pdoc.ANCHOR_US) / (half_life_days * DAY_US))
-    top, total = _affinity_summary(doc["affinity"], factor)
-    brand, cat, dept = top.get("brand"), top.get("cat>"), top.get("dept")
-    bands = top.get("price_bands")
-    price = None
-    if bands:
-        mids = [(m, w) for m, w in ((_band_mid(v), w) for v, w in bands) if m is not None]
-        weight = sum(w for _m, w in mids)
-        if weight > 0:
-            price = math.exp(sum(w * math.log(m) for m, w in mids) / weight)
-    counts = doc["counts"]
-    row: dict[str, Any] = {
-        "person_id": person,
-        "known": not person.startswith("anon:"),
-        "orders": n,
-        "items": int(doc["n_items"]),
-        "revenue": rev,
-        "net_revenue": rev - float(doc["returned_value"]),
-        "average_order_value": rev / n if n else 0.0,
-        "recency_days": (as_of_us - doc["last_order_us"]) / DAY_US if n else None,
-        "days_since_seen": (as_of_us - last) / DAY_US if last is not None else None,
-        "tenure_days": tenure,
-        "orders_per_year": n * 365.0 / max(tenure, 30.0),
-        "return_share": float(doc["returned_value"]) / rev if rev > 0 else 0.0,
-        "listings": int(doc["n_listings"]),
-        "sales": int(doc["n_sales"]),
-        "views": int(counts.get("view", 0)),
-        "lifecycle_stage": pview.lifecycle(doc, as_of_us=as_of_us, intervals_days=intervals),
-        "top_brand": brand[0] if brand else None,
-        "brand_loyalty": round(brand[1] / total["brand"], 4) if brand else None,
-        "top_category": cat[0] if cat else top["cat"][0] if "cat" in top else None,
-        "top_department": dept[0] if dept else None,
-        "department_share": round(dept[1] / total["dept"], 4) if dept else None,
-        "price_level": price,
-        "preferred_channel": pview.preferred_channel(doc),
-        "questions_pending": 0,
-    }
-    for ch in CHANNELS:
-        reg = doc["consent"].get(ch)
-        row[f"consent.{ch}"] = bool(reg[2]) if reg else False
-        sent = counts.get(f"delivered:{ch}", 0)
-        hits = counts.get(f"open:{ch}", 0) + 2 * counts.get(f"click:{ch}", 0)
-        row[f"engagement.{ch}"] = min(hits / sent, 3.0) if sent else 0.0
-    return row
+def _lifecycle(
+    docs: Sequence[pdoc.Doc], n_orders: npt.NDArray[np.int64], last_order: pl.Series, as_of_us: int
+) -> npt.NDArray[np.str_]:
+    """:func:`concierge.profiles.view.lifecycle` of everyone: the median of each person's
+    intervals between distinct order times (90 days without any, at least 7)."""
+    n = len(docs)
+    times = _column(docs, "order_times")
+    sizes = np.fromiter(map(len, times), dtype=np.int64, count=n)
+    owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    flat = np.fromiter(itertools.chain.from_iterable(times), dtype=np.int64, count=int(sizes.sum()))
+    gaps = (
+        pl.DataFrame({"owner": owner, "t": flat})
+        .unique()
+        .sort("owner", "t")
+        .with_columns((pl.col("t").diff().over("owner") / DAY_US).alias("gap"))
+        .drop_nulls("gap")
+        .group_by("owner")
+        .agg(pl.col("gap").median())
+    )
+    rhythm = np.full(n, 90.0)
+    rhythm[gaps["owner"].to_numpy()] = gaps["gap"].to_numpy()
+    rhythm = np.maximum(rhythm, 7.0)
+    since = (as_of_us - last_order.fill_null(as_of_us).to_numpy()) / DAY_US
+    return np.select(
+        [
+            n_orders == 0,
+            (n_orders == 1) & (since <= 2 * rhythm),
+            since <= 2 * rhythm,
+            since <= 4 * rhythm,
+        ],
+        ["prospect", "new", "active", "lapsing"],
+        "lapsed",
+    )
 
 
-def profile_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
+def _channel_columns(docs: Sequence[pdoc.Doc]) -> dict[str, Any]:
+    """Consent, engagement and the preferred channel (:func:`~concierge.profiles.view.
+    preferred_channel`: stated, else the most engaged consented one, else the first consented)."""
+    n = len(docs)
+    counts = _column(docs, "counts")
+    consent = _column(docs, "consent")
+    out: dict[str, Any] = {}
+    engaged = np.zeros((n, len(CHANNELS)))
+    granted = np.zeros((n, len(CHANNELS)), dtype=bool)
+    for j, ch in enumerate(CHANNELS):
+        regs = [c.get(ch) for c in consent]
+        granted[:, j] = [bool(r[2]) if r else False for r in regs]
+        sent = np.array([c.get(f"delivered:{ch}", 0) for c in counts], dtype=np.float64)
+        opens = np.array([c.get(f"open:{ch}", 0) for c in counts], dtype=np.float64)
+        clicks = np.array([c.get(f"click:{ch}", 0) for c in counts], dtype=np.float64)
+        hits = opens + 2 * clicks
+        out[f"consent.{ch}"] = granted[:, j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"engagement.{ch}"] = np.where(sent > 0, np.minimum(hits / sent, 3.0), 0.0)
+        engaged[:, j] = hits
+    # ties between engaged channels go to the alphabetically first (email, push, sms)
+    alpha = sorted(range(len(CHANNELS)), key=lambda j: CHANNELS[j])
+    masked = np.where(granted, engaged, -np.inf)[:, alpha]
+    best = np.array(CHANNELS, dtype=object)[np.array(alpha)][masked.argmax(axis=1)]
+    first = np.array(CHANNELS, dtype=object)[granted.argmax(axis=1)]
+    chosen = np.where(masked.max(axis=1) > 0, best, np.where(granted.any(axis=1), first, None))
+    stated = [t.get("preferred_channel") for t in _column(docs, "traits")]
+    out["preferred_channel"] = [
+        str(s[2]) if s else c for s, c in zip(stated, chosen.tolist(), strict=True)
+    ]
+    out["views"] = np.array([c.get("view", 0) for c in counts], dtype=np.int64)
+    return out
+
+
+def profile_columns(
+    persons: Sequence[str], docs: Sequence[pdoc.Doc], *, as_of_us: int, half_life_days: float
+) -> pl.DataFrame:
+    """The flat profile figures of everyone at ``as_of_us`` (see :data:`PROFILE_FIELDS`), column
+    by column: ``docs[i]`` is the aggregate of ``persons[i]``; ``questions_pending`` is 0 here."""
     schema = {k: v[0] for k, v in PROFILE_FIELDS.items()}
-    return pl.DataFrame(list(rows), schema=schema, orient="row")
+    if not docs:
+        return pl.DataFrame(schema=schema)
+    n = np.array(_column(docs, "n_orders"), dtype=np.int64)
+    rev = np.array(_column(docs, "revenue"), dtype=np.float64)
+    returned = np.array(_column(docs, "returned_value"), dtype=np.float64)
+    first = pl.Series(_column(docs, "first_seen_us"), dtype=pl.Int64)
+    last = pl.Series(_column(docs, "last_seen_us"), dtype=pl.Int64)
+    last_order = pl.Series(_column(docs, "last_order_us"), dtype=pl.Int64)
+    tenure = np.where(
+        first.is_null().to_numpy(),
+        0.0,
+        np.maximum((as_of_us - first.fill_null(0).to_numpy()) / DAY_US, 1.0),
+    )
+    factor = 2.0 ** (-(as_of_us - pdoc.ANCHOR_US) / (half_life_days * DAY_US))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols: dict[str, Any] = {
+            "person_id": list(persons),
+            "known": [not p.startswith("anon:") for p in persons],
+            "orders": n,
+            "items": np.array(_column(docs, "n_items"), dtype=np.int64),
+            "revenue": rev,
+            "net_revenue": rev - returned,
+            "average_order_value": np.where(n > 0, rev / np.maximum(n, 1), 0.0),
+            "recency_days": pl.Series(
+                (as_of_us - last_order.fill_null(as_of_us).to_numpy()) / DAY_US
+            ).set(pl.Series(n == 0), None),
+            "days_since_seen": pl.Series((as_of_us - last.fill_null(0).to_numpy()) / DAY_US).set(
+                last.is_null(), None
+            ),
+            "tenure_days": tenure,
+            "orders_per_year": n * 365.0 / np.maximum(tenure, 30.0),
+            "return_share": np.where(rev > 0, returned / rev, 0.0),
+            "listings": np.array(_column(docs, "n_listings"), dtype=np.int64),
+            "sales": np.array(_column(docs, "n_sales"), dtype=np.int64),
+            "lifecycle_stage": _lifecycle(docs, n, last_order, as_of_us),
+            "questions_pending": np.zeros(len(docs), dtype=np.int64),
+        }
+    cols |= _affinity_columns(docs, factor)
+    cols |= _channel_columns(docs)
+
+    def series(name: str, v: Any) -> pl.Series:
+        if isinstance(v, pl.Series):
+            return v.alias(name).cast(schema[name])
+        if isinstance(v, np.ndarray) and v.dtype == object:
+            v = v.tolist()  # strings with gaps
+        return pl.Series(name, v, dtype=schema[name], strict=False)
+
+    frame = pl.DataFrame([series(k, v) for k, v in cols.items()])
+    return frame.select(list(schema)).with_columns(
+        pl.col("brand_loyalty", "department_share", "price_level").fill_nan(None)
+    )
 
 
 def read_docs(conn: Connection, people: Iterable[str] | None = None) -> dict[str, pdoc.Doc]:
     """Profile documents of ``people`` (all when ``None``)."""
+    return dict(
+        itertools.chain.from_iterable(zip(p, d, strict=True) for p, d in read_chunks(conn, people))
+    )
+
+
+def read_chunks(
+    conn: Connection, people: Iterable[str] | None = None, *, size: int = 20_000
+) -> Iterator[tuple[list[str], list[pdoc.Doc]]]:
+    """Profile documents of ``people`` (all when ``None``), ``size`` at a time.
+
+    A million parsed documents would not fit in memory (a 7.7 kB document is about 40 kB of
+    Python objects): callers summarize each chunk and let it go.
+    """
     from concierge.store.engine import among
 
     q = select(t.profiles.c.person_id, t.profiles.c.doc)
-    # parsing builds many small containers; the cyclic collector would scan them again and again
-    # while they are made (measured: 250 µs a document with it, 85 µs without)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        if people is None:
-            return {p: pdoc.loads(d) for p, d in conn.execute(q)}
-        out: dict[str, pdoc.Doc] = {}
-        for clause in among(conn, t.profiles.c.person_id, sorted(set(people))):
-            out.update({p: pdoc.loads(d) for p, d in conn.execute(q.where(clause))})
-        return out
-    finally:
-        if enabled:
-            gc.enable()
+    clauses: list[Any] = [None]
+    if people is not None:
+        clauses = list(among(conn, t.profiles.c.person_id, sorted(set(people))))
+    for clause in clauses:
+        result = conn.execute(q if clause is None else q.where(clause))
+        while rows := result.fetchmany(size):
+            # parsing builds many small containers; the cyclic collector would scan them again
+            # and again while they are made (measured: 250 µs a document with it, 85 µs without)
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                docs = [pdoc.loads(d) for _p, d in rows]
+            finally:
+                if enabled:
+                    gc.enable()
+            yield [p for p, _d in rows], docs
 
 
 @dataclass
