@@ -19,8 +19,7 @@ from sqlalchemy import Connection
 
 from concierge.models import anomalies
 from concierge.models.anomalies import count_pending
-from concierge.models.cadence import CadenceModel
-from concierge.models.cadence import flatten
+from concierge.models.cadence import CadenceModel, flatten
 from concierge.models.person_frame import (
     PROFILE_FIELDS,
     per_person,
