@@ -102,7 +102,7 @@ def run() -> list[Figure]:
     kept = int(np.isin(m.ids_, previous[1]).sum())
     return [
         cadence_figure(),
-        end_to_end_figure(),
+        end_to_end_figure(secs),
         Figure(
             name="segments.refit_1m.seconds",
             value=secs,
@@ -189,19 +189,27 @@ def cadence_figure() -> Figure:
 E2E_PEOPLE = int(os.environ.get("BENCH_SEGMENTS_E2E_SHOPPERS", "2000"))
 
 
-def end_to_end_figure() -> Figure:
+def end_to_end_figure(refit_1m_s: float) -> Figure:
     """``concierge train --only segments`` on a simulated store (SQLite): the feature frame read
-    from the profiles (one document parsed and flattened per person), the fit, the personas and
-    the memberships written. Extrapolated linearly to 1,000,000 people (said so in the note).
-    Reference in the same run: the in-memory refit on the same store's frame (what
-    ``segments.refit_1m`` times), so the ratio is the share of the path the frame build adds."""
+    from the profiles (documents parsed a chunk at a time, summarized column by column), the
+    fit, the personas and the memberships written, for 1,000,000 people.
+
+    The store has ``E2E_PEOPLE`` shoppers (a simulated million would take hours to load), so
+    the figure is composed of two measured parts: the trainer's own timings of its linear steps
+    (reading and parsing the profiles into the feature frame; storing the run, one membership
+    row a person), taken on the store and extrapolated linearly, plus the in-memory refit of
+    1,000,000 people (``segments.refit_1m``, same run: design, fit, personas, key figures).
+    Extrapolating the whole train linearly instead would multiply the small store's k-means by
+    500 (k = 97 there, its per-iteration overheads dominate), which says nothing about a
+    million; the registry's fixed costs in the storing step are extrapolated too (an over-
+    rather than an underestimate).
+    Reference: that 1,000,000-people refit alone, so the ratio is what the store adds to it."""
     import tempfile
     from datetime import UTC, datetime
     from pathlib import Path
 
     from concierge import Concierge
-    from concierge.audiences import frame as aframe
-    from concierge.clock import FrozenClock, to_us
+    from concierge.clock import FrozenClock
     from concierge.demo import load_simulation
 
     as_of = datetime(2026, 6, 1, tzinfo=UTC)
@@ -213,37 +221,31 @@ def end_to_end_figure() -> Figure:
             )
             c.train(only=["lifetime", "cadence"], as_of=as_of)
             c.train(only=["segments"], as_of=as_of)  # a previous run, for the id matching
-            start = time.perf_counter()
-            (report,) = c.train(only=["segments"], as_of=as_of)
-            secs = time.perf_counter() - start
-            start = time.perf_counter()
-            with c.store.read() as conn:
-                f, _ = aframe.build(
-                    conn,
-                    c.registry,
-                    people=None,
-                    as_of_us=to_us(as_of),
-                    half_life_days=c.settings.affinity_half_life_days,
-                )
-            frame_s = time.perf_counter() - start
-    people = int(report.metrics["people"])
-    f = f.drop("segment_id") if "segment_id" in f.columns else f
-    start = time.perf_counter()
-    refit(f, None)
-    ref = time.perf_counter() - start
-    per_million = secs / people * 1_000_000
+            runs = []
+            for _ in range(3):  # best of 3: the least disturbed by the other work on the machine
+                start = time.perf_counter()
+                (report,) = c.train(only=["segments"], as_of=as_of)
+                runs.append((time.perf_counter() - start, report.metrics))
+    secs, metrics = min(runs, key=lambda r: r[0])
+    people = int(metrics["people"])
+    frame_s = min(m["features_s"] for _s, m in runs)
+    store_s = min(m["store_s"] for _s, m in runs)
+    linear_per_million = (frame_s + store_s) / people * 1_000_000
+    per_million = linear_per_million + refit_1m_s
     return Figure(
         name="segments.end_to_end_store.seconds_per_1m",
         value=per_million,
         unit="s",
-        reference="the in-memory refit on the same frame, per 1,000,000 people (s)",
-        reference_value=ref / people * 1_000_000,
-        ratio=secs / ref,
+        reference="the in-memory refit of 1,000,000 people, same run (segments.refit_1m, s)",
+        reference_value=refit_1m_s,
+        ratio=per_million / refit_1m_s,
         target=f"< {TARGET_S:.0f} s for 1,000,000 people, end to end",
         met=per_million < TARGET_S,
-        note=f"measured on {people:,} people of a simulated store in SQLite in {secs:.2f} s "
-        f"(feature frame from the profiles {frame_s:.2f} s of it), extrapolated linearly to "
-        f"1,000,000: the frame build is linear in people (one profile document each); the "
-        f"k-means part is not (k grows to 300), so the in-memory figure segments.refit_1m is "
-        f"the one to read for the fit itself",
+        note=f"{linear_per_million:.1f} s per 1,000,000 for the store's part, measured on "
+        f"{people:,} people of a simulated store in SQLite (whole train {secs:.3f} s, best of "
+        f"3): the feature frame from the profiles {frame_s:.3f} s "
+        f"({frame_s / people * 1e6:.0f} µs a person) and storing the run {store_s:.3f} s, "
+        f"extrapolated linearly; plus the in-memory refit of 1,000,000 people "
+        f"{refit_1m_s:.1f} s; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
     )

@@ -372,9 +372,9 @@ def test_profile_fields_agree_with_the_customer_360(cg: Concierge) -> None:
         docs = read_docs(conn)
     as_of = to_us(cg.clock.now())
     for person, doc in docs.items():
-        (row,) = profile_columns(
-            [person], [doc], as_of_us=as_of, half_life_days=90.0
-        ).iter_rows(named=True)
+        (row,) = profile_columns([person], [doc], as_of_us=as_of, half_life_days=90.0).iter_rows(
+            named=True
+        )
         aff = cg.customer(person, history=0)["features"]["affinities"]
         assert row["top_brand"] == aff["brand"][0]["value"]
         assert row["brand_loyalty"] == pytest.approx(aff["brand"][0]["share"], abs=1e-4)

@@ -187,9 +187,9 @@ def both(c: Concierge, as_of: datetime) -> tuple[pl.DataFrame, pl.DataFrame]:
     return old, new
 
 
-def test_online_retail_sample_frame_equals_the_per_person_flatten(tmp_path: Path) -> None:
+def test_online_retail_sample_frame_equals_the_per_person_flatten(db_url: str) -> None:
     as_of = datetime(2011, 9, 1, tzinfo=UTC)
-    with Concierge(f"sqlite:///{tmp_path / 'or.db'}", clock=FrozenClock(as_of)) as c:
+    with Concierge(db_url, clock=FrozenClock(as_of)) as c:
         import_file(c, "online-retail", SAMPLE)
         old, new = both(c, as_of)
     assert old.height > 500

@@ -3,6 +3,7 @@ segmentation runs (memberships per run, flows between runs, a person's history).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,7 @@ class SegmentsTrainer:
 
     def train(self, ctx: TrainContext) -> TrainReport:
         ctx.report("segments: features", 0.0)
+        started = time.perf_counter()
         with ctx.store.read() as conn:
             frame, _versions = aframe.build(
                 conn,
@@ -100,6 +102,8 @@ class SegmentsTrainer:
         frame = frame.drop("segment_id") if "segment_id" in frame.columns else frame
         if frame.height == 0:
             return TrainReport(self.name, skipped="no profiles yet")
+        features_s = time.perf_counter() - started
+        started = time.perf_counter()
         x, names = design(frame)
         previous = None
         last = ctx.registry.latest_version(self.name)
@@ -123,6 +127,8 @@ class SegmentsTrainer:
             "inertia_per_person": model.inertia_ / max(ids.size, 1),
             "ids_kept_from_previous_run": kept,
         }
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
         now_us = int(ctx.clock.now().timestamp() * 1e6)
         ctx.report("segments: storing", 0.8)
         with ctx.store.write() as conn:
@@ -178,7 +184,13 @@ class SegmentsTrainer:
                     {"run_id": np.full(ids.size, run), "person_id": ids, "segment_id": seg}
                 ),
             )
-        return TrainReport(self.name, artifacts=[info], metrics=metrics)
+        # where the time went (the report only; the artifact's metrics are about the model)
+        timing = {
+            "features_s": features_s,
+            "fit_s": fit_s,
+            "store_s": time.perf_counter() - started,
+        }
+        return TrainReport(self.name, artifacts=[info], metrics=metrics | timing)
 
 
 class OutOfPatternTrainer:
