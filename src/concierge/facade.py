@@ -42,7 +42,7 @@ from concierge.schema.events import ERASED_PREFIX, EVENT_TYPES, Event, EventAdap
 from concierge.settings import Settings, load_settings
 from concierge.store import log as eventlog
 from concierge.store import tables as t
-from concierge.store.engine import Store
+from concierge.store.engine import Store, StoreRole
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -89,6 +89,9 @@ class Concierge:
         Where "now" comes from (received-at times, as-of of reads).
     migrate
         Bring the schema up to date on open (default ``True``).
+    role
+        How this process's commits are tuned (:data:`concierge.store.engine.StoreRole`):
+        ``"api"`` for a server beside an applier process, ``"applier"`` for that process.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class Concierge:
         settings: Settings | None = None,
         clock: Clock | None = None,
         migrate: bool = True,
+        role: StoreRole = "default",
     ) -> None:
         self.settings = settings or load_settings()
         if url is not None:
@@ -105,7 +109,7 @@ class Concierge:
         self.clock = clock or SystemClock()
         self._registry: Registry | None = None
         self._per_person: PerPerson | None = None
-        self.store = Store(self.settings.database_url)
+        self.store = Store(self.settings.database_url, role=role)
         if migrate:
             self.store.migrate()
         self._ingestor = Ingestor(self.store, half_life_days=self.settings.affinity_half_life_days)

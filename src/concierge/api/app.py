@@ -107,7 +107,7 @@ def create_app(
     it, see :mod:`concierge.ingest.applier`)."""
     settings = settings or (concierge.settings if concierge else load_settings())
     owned = concierge is None
-    cg = concierge or Concierge(settings=settings)
+    cg = concierge or Concierge(settings=settings, role="api" if external_applier else "default")
     if settings.bootstrap_admin_key:
         cg.ensure_api_key("bootstrap admin", "admin", settings.bootstrap_admin_key)
     committer = GroupCommitter(cg, external_applier=external_applier)

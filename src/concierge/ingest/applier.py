@@ -46,7 +46,10 @@ def run(
 
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (Ctrl-C reaches both)
-    cg = Concierge(settings=Settings.model_validate_json(settings_json), migrate=False)
+    # its commits are derived from the log: no wait for the disk (see concierge.store.engine)
+    cg = Concierge(
+        settings=Settings.model_validate_json(settings_json), migrate=False, role="applier"
+    )
     try:
         while not stop and os.getppid() == parent:
             try:

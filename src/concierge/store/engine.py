@@ -12,6 +12,17 @@ and its applier process, a CLI import beside a server). Without the second, a wr
 process waits in SQLite's busy handler, which polls with growing sleeps (1, 2, 5, 10 ms ...):
 measured as tens of ms of tail latency on single-event ingest. The kernel drops an ``flock``
 when its process dies, so a killed writer never leaves it held.
+
+Roles (:data:`StoreRole`) tune commits to what a process writes. ``"applier"`` (the process that
+brings profiles up to the log) commits what can always be derived again from the log, in the
+same transaction as the watermark: it commits without waiting for the disk (SQLite
+``synchronous=NORMAL`` in WAL, PostgreSQL ``synchronous_commit=off``). A crash of the machine may
+lose its last rounds, never half of one, and the watermark goes back with them, so they are
+applied again; the next durable commit of anyone (every append) flushes them anyway, the WAL
+being written in order. ``"api"`` (a server process with an applier process beside it) leaves
+SQLite's WAL checkpoints to the applier, so that no request waits behind one (a checkpoint copies
+the WAL into the database and syncs it, in the connection whose commit crossed the threshold);
+it still checkpoints past a far higher mark, should the applier be gone.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from sqlalchemy import (
@@ -53,7 +64,12 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+StoreRole = Literal["default", "api", "applier"]
+# WAL pages after which a commit checkpoints: SQLite's default, and the API's safety mark (~400 MB)
+_CHECKPOINT_PAGES = {"default": 1000, "applier": 1000, "api": 100_000}
+
+
+def make_engine(url: str, role: StoreRole = "default") -> Engine:
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -72,7 +88,8 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA synchronous={'NORMAL' if role == 'applier' else 'FULL'}")
+            cur.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES[role]}")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA cache_size=-65536")
@@ -86,13 +103,23 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         # no server-side prepared statements: their generic plans for ``= ANY($1)`` scan the
         # events table instead of using its index (measured: 5x slower ingest)
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=10,
             max_overflow=10,
             pool_pre_ping=True,
             connect_args={"prepare_threshold": None},
         )
+        if role == "applier":
+
+            @event.listens_for(engine, "connect")
+            def _async_commits(dbapi_conn: Any, _record: Any) -> None:
+                autocommit = dbapi_conn.autocommit
+                dbapi_conn.autocommit = True
+                dbapi_conn.execute("SET synchronous_commit TO off")
+                dbapi_conn.autocommit = autocommit
+
+        return engine
     return create_engine(url, poolclass=NullPool)
 
 
@@ -141,9 +168,10 @@ class RawReader:
 class Store:
     """The database behind one Concierge: an engine plus the dialect-specific bits."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, role: StoreRole = "default") -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url)
+        self.role = role
+        self.engine = make_engine(self.url, role)
         self.backend = self.engine.dialect.name  # "sqlite" | "postgresql"
         # SQLite has one writer; writers queue here (see the module docstring)
         self._writer = threading.Lock() if self.backend == "sqlite" else None
