@@ -11,6 +11,7 @@ ingest copies them, with the variant's size, onto each interaction (see ``event_
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,15 +20,9 @@ import orjson
 import polars as pl
 from sqlalchemy import (
     Connection,
-    Float,
-    String,
     and_,
-    cast,
     func,
-    literal,
-    null,
     select,
-    union_all,
     update,
 )
 
@@ -442,6 +437,16 @@ _PG_FACETS = (
 )
 
 
+@functools.lru_cache(maxsize=512)
+def _sqlite_facets(n: int) -> str:
+    marks = ", ".join("?" * n)
+    return (
+        f"SELECT 'p', product_id, facets, price, NULL FROM products WHERE product_id IN ({marks})"
+        " UNION ALL SELECT 'v', product_id, variant_id, NULL, size FROM variants"
+        f" WHERE product_id IN ({marks}) AND size IS NOT NULL"
+    )
+
+
 def item_facets_rows(conn: Connection, items: Sequence[tuple[Any, ...]]) -> list[str]:
     """:func:`item_facets` for a few ITEMS rows, in plain Python (the API's single events).
 
@@ -455,31 +460,12 @@ def item_facets_rows(conn: Connection, items: Sequence[tuple[Any, ...]]) -> list
     # on PostgreSQL a fixed text with one binary array, no statement to build per call
     if conn.dialect.name == "postgresql":
         found = conn.exec_driver_sql(_PG_FACETS, (pids, pids)).all() if pids else []
-    else:
+    else:  # SQLite: plain SQL, its text cached per count of products (SQLAlchemy's statement
+        # building cost more than the query, measured)
         found = []
-        for p_clause, v_clause in zip(
-            among(conn, t.products.c.product_id, pids),
-            among(conn, t.variants.c.product_id, pids),
-            strict=True,
-        ):
-            found += conn.execute(
-                union_all(
-                    select(
-                        literal("p").label("kind"),
-                        t.products.c.product_id.label("pid"),
-                        t.products.c.facets.label("a"),
-                        t.products.c.price.label("price"),
-                        cast(null(), String).label("size"),
-                    ).where(p_clause),
-                    select(
-                        literal("v"),
-                        t.variants.c.product_id,
-                        t.variants.c.variant_id,
-                        cast(null(), Float),
-                        t.variants.c.size,
-                    ).where(v_clause, t.variants.c.size.is_not(None)),
-                )
-            ).all()
+        for i in range(0, len(pids), 400):
+            chunk = pids[i : i + 400]
+            found += conn.exec_driver_sql(_sqlite_facets(len(chunk)), (*chunk, *chunk)).all()
     for kind, pid, a, price, size in found:
         if kind == "p":
             prod[pid] = (a, price)

@@ -19,6 +19,7 @@ makes the duplicate check, the sequence order and the identity graph race-free.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -62,7 +63,26 @@ _PG_ITEMS = (
     " facets) SELECT * FROM unnest(%b::varchar[], %b::integer[], %b::varchar[], %b::varchar[],"
     " %b::integer[], %b::float8[], %b::text[])"
 )
+# Single events on SQLite: plain SQL on the driver. SQLAlchemy's insert with RETURNING built,
+# cached and bound a statement per group, which cost as much CPU as the writes (measured:
+# 1.7 ms against 0.7 ms on PostgreSQL per group of 24 events before this).
+_SQLITE_ITEMS = (
+    "INSERT INTO event_items (event_id, line, product_id, variant_id, quantity, unit_price,"
+    " facets) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 PRICED = ("purchase", "return", "cancellation", "list_item", "sale")
+
+
+@functools.lru_cache(maxsize=SMALL + 1)
+def _sqlite_events(n: int) -> str:
+    """Append ``n`` events and return the ids stored (those not stored before), in one
+    statement; multi-row VALUES keeps the order of arrival in the log sequence."""
+    row = "(?, ?, ?, ?, ?, ?, ?)"
+    return (
+        "INSERT INTO events (received_us, event_id, type, customer_id, anonymous_id, ts_us,"
+        f" payload) VALUES {', '.join([row] * n)}"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
 
 
 @dataclass
@@ -193,17 +213,10 @@ class Ingestor:
         if pg:  # one statement text whatever the count (see _PG_EVENTS)
             cols = list(zip(*ev_rows, strict=True))
             stored = set(conn.exec_driver_sql(_PG_EVENTS, (now_us, *map(list, cols))).scalars())
-        else:
-            ev_cols = list(frames.EVENTS_SCHEMA)
-            stmt = (
-                self.store.insert(t.events)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(t.events.c.event_id)
-            )
+        else:  # one multi-row VALUES, its text cached per row count (see _sqlite_events)
+            params = [v for r in ev_rows for v in (now_us, *r)]
             stored = set(
-                conn.execute(
-                    stmt, [dict(zip(ev_cols, r, strict=True), received_us=now_us) for r in ev_rows]
-                ).scalars()
+                conn.exec_driver_sql(_sqlite_events(len(ev_rows)), tuple(params)).scalars()
             )
         if len(stored) < len(first):
             result.duplicates += [e.event_id for e in first if e.event_id not in stored]
@@ -231,13 +244,8 @@ class Ingestor:
             cols = list(zip(*it_rows, strict=True))
             conn.exec_driver_sql(_PG_ITEMS, (*map(list, cols), facets))
         elif it_rows:
-            it_cols = list(frames.ITEMS_SCHEMA)
-            conn.execute(
-                t.event_items.insert(),
-                [
-                    dict(zip(it_cols, r, strict=True), facets=f)
-                    for r, f in zip(it_rows, facets, strict=True)
-                ],
+            conn.exec_driver_sql(
+                _SQLITE_ITEMS, [(*r, f) for r, f in zip(it_rows, facets, strict=True)]
             )
         result.accepted = len(first)
         return result
