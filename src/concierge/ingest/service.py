@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+import sqlalchemy as sa
 from sqlalchemy import Connection, delete, func, select
 
 from concierge.catalog import service as catalog
@@ -271,8 +272,8 @@ class Ingestor:
         rows = profile_rows(merged, now_us=now_us)
         with self.store.write() as conn:
             self.store.lock_writers(conn)
-            now_top = conn.execute(select(func.max(t.events.c.seq))).scalar() or 0
-            if self._applied(conn, now_top) != applied or self.store.get_meta(conn, EPOCH) != epoch:
+            _, now_applied, now_epoch = self._state(conn)
+            if now_applied != applied or now_epoch != epoch:
                 return 0  # profiles changed meanwhile (another applier, an erasure, a rebuild)
             if gone:
                 conn.execute(delete(t.profiles).where(t.profiles.c.person_id.in_(gone)))
@@ -306,8 +307,15 @@ class Ingestor:
     def watermark(self) -> tuple[int, int]:
         """(last sequence in the log, last sequence the profiles count)."""
         with self.store.read() as conn:
-            top = int(conn.execute(select(func.max(t.events.c.seq))).scalar() or 0)
-            return top, self._applied(conn, top)
+            top, applied, _ = self._state(conn)
+            return top, applied
+
+    def _state(self, conn: Connection) -> tuple[int, int, str | None]:
+        """(last sequence in the log, the watermark, the profiles epoch) in one query."""
+        top, value, epoch = conn.exec_driver_sql(_STATE).one()
+        top = int(top or 0)
+        # a store from before the watermark applied every event as it came
+        return top, top if value is None else int(value), epoch
 
     def _applied(self, conn: Connection, top: int) -> int:
         value = self.store.get_meta(conn, APPLIED)
@@ -498,13 +506,54 @@ def profile_rows(docs: dict[str, pdoc.Doc], *, now_us: int) -> list[dict[str, An
 
 
 def upsert_profile_rows(conn: Connection, store: Store, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace profile rows: one statement of fixed text (binary arrays through
+    unnest on PostgreSQL, ``executemany`` on SQLite). SQLAlchemy's upsert built a multi-row
+    VALUES per batch size, which cost most of the applier's write phase on PostgreSQL (the
+    phase appends wait behind; measured: 5 ms per round of 50 people)."""
     if not rows:
         return
-    ins = store.insert(t.profiles)
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=["person_id"],
-            set_={c: getattr(ins.excluded, c) for c in rows[0] if c != "person_id"},
-        ),
-        rows,
+    cols = tuple(rows[0])
+    if store.backend == "postgresql":
+        conn.exec_driver_sql(_pg_upsert_profiles(cols), tuple([r[c] for r in rows] for c in cols))
+    else:
+        conn.exec_driver_sql(_sqlite_upsert_profiles(cols), [tuple(r.values()) for r in rows])
+
+
+_STATE = (
+    "SELECT (SELECT max(seq) FROM events),"
+    f" (SELECT value FROM meta WHERE key = '{APPLIED}'),"
+    f" (SELECT value FROM meta WHERE key = '{EPOCH}')"
+)
+
+
+def _pg_array_type(column: str) -> str:
+    kind = t.profiles.c[column].type
+    if isinstance(kind, sa.Boolean):
+        return "boolean"
+    if isinstance(kind, sa.BigInteger):
+        return "bigint"
+    if isinstance(kind, sa.Integer):
+        return "integer"
+    if isinstance(kind, sa.Float):
+        return "float8"
+    return "text"
+
+
+def _upsert_tail(cols: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "person_id")
+    return f" ON CONFLICT (person_id) DO UPDATE SET {sets}"
+
+
+@functools.lru_cache(maxsize=8)
+def _pg_upsert_profiles(cols: tuple[str, ...]) -> str:
+    arrays = ", ".join(f"%b::{_pg_array_type(c)}[]" for c in cols)
+    return (
+        f"INSERT INTO profiles ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
+        + _upsert_tail(cols)
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_upsert_profiles(cols: tuple[str, ...]) -> str:
+    marks = ", ".join("?" * len(cols))
+    return f"INSERT INTO profiles ({', '.join(cols)}) VALUES ({marks})" + _upsert_tail(cols)

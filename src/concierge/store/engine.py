@@ -45,14 +45,11 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
-    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool, QueuePool
-
-from concierge.store import tables as t
 
 
 def normalise_url(url: str) -> str:
@@ -270,12 +267,22 @@ class Store:
         if self.backend == "postgresql":
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7731001)")
 
+    # meta rows are read and written several times per applier round: plain SQL on the driver
+    # (SQLAlchemy's statement building cost ~10x the query, measured on PostgreSQL)
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        return conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar()
+        sql = "SELECT value FROM meta WHERE key = " + (
+            "%s" if self.backend == "postgresql" else "?"
+        )
+        value: str | None = conn.exec_driver_sql(sql, (key,)).scalar()
+        return value
 
     def set_meta(self, conn: Connection, key: str, value: str) -> None:
-        stmt = self.insert(t.meta).values(key=key, value=value)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+        mark = "%s" if self.backend == "postgresql" else "?"
+        conn.exec_driver_sql(
+            f"INSERT INTO meta (key, value) VALUES ({mark}, {mark})"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
