@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -523,3 +524,17 @@ def test_the_churn_rhythm_needs_the_transactions_and_the_reference_rule_does_not
     meta.pop("rhythm_prior")
     old = Lifetime.from_state(ref.get_config(), arrays, meta)
     np.testing.assert_allclose(old.score(summary)["churn_risk"], cols["churn_risk"])
+
+
+def test_a_fit_without_a_finite_likelihood_saves_and_loads() -> None:
+    """A degenerate fit (gamma underflowing on a tiny sample) leaves a NaN likelihood, which
+    JSON stores as null: it loads back as NaN instead of failing, and is not 'converged'."""
+    x = bg_data(800)[0]
+    model = GammaGamma().fit(x, spend_data(x))
+    model.log_likelihood_ = float("nan")
+    arrays, meta = model.to_artifact()
+    meta = orjson.loads(orjson.dumps(meta, option=orjson.OPT_SERIALIZE_NUMPY))
+    assert meta["log_likelihood"] is None
+    back = GammaGamma.from_state(model.get_config(), arrays, meta)
+    assert np.isnan(back.log_likelihood_)
+    assert back.params_ == model.params_

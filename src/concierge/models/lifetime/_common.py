@@ -170,7 +170,9 @@ class ParametricModel(ModelBase[C]):
     def _load_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         p = np.asarray(arrays["params"], dtype=np.float64)
         self.params_ = dict(zip(self.PARAMS, (float(v) for v in p), strict=True))
-        self.log_likelihood_ = float(meta["log_likelihood"])
+        # a fit whose likelihood was not finite (a degenerate sample) is saved as null in JSON
+        ll = meta["log_likelihood"]
+        self.log_likelihood_ = float("nan") if ll is None else float(ll)
         self.n_ = int(meta["n"])
         self.converged_ = bool(meta["converged"])
         self.iterations_ = int(meta["iterations"])

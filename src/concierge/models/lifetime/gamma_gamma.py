@@ -130,6 +130,9 @@ class GammaGamma(ParametricModel[GammaGammaConfig]):
         self.log_likelihood_ = -self._objective(np.log(params), ux, um, w, 0.0, pre)[0] * float(
             w.sum()
         )
+        # an optimum on the edge of the space (gamma underflowing to 0 on a tiny sample) is
+        # not a fit: say so rather than report a converged model with no likelihood
+        self.converged_ = ok and bool(np.isfinite(self.log_likelihood_))
         return self._fitted()
 
     def population_mean(self) -> float:
