@@ -20,9 +20,11 @@ from sqlalchemy import Connection
 
 from concierge.models import anomalies
 from concierge.models.anomalies import count_pending
-from concierge.models.cadence import CadenceModel, flatten
+from concierge.models.cadence import CadenceModel
 from concierge.models.person_frame import (
     PROFILE_FIELDS,
+    order_times,
+    paused_gc,
     per_person,
     profile_columns,
     read_docs,
@@ -144,23 +146,26 @@ def build(
     times: list[npt.NDArray[np.int64]] = []
     answered: dict[str, set[str]] = {}
     offset = 0
-    for chunk, docs in read_frame_chunks(conn, people):
-        for i in [i for i, d in enumerate(docs) if d.answers]:  # rare: a few people answer
-            p = chunk[i]
-            answered[p] = set(docs[i].answers)
-            if any(q.startswith(anomalies.PREFIX) for q in docs[i].answers):
-                # answers that keep items apart from taste (a few queries each, the whole
-                # document among them)
-                doc = read_docs(conn, [p])[p]
-                cids, aids = anomalies.aliases_of(conn, [p])
-                lines = anomalies.excluded_lines(conn, doc, cids, aids)
-                corrected = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
-                docs[i] = msgspec.structs.replace(docs[i], affinity=corrected["affinity"])
-        parts.append(profile_columns(chunk, docs, as_of_us=as_of_us, half_life_days=half_life_days))
-        owner, ts = flatten([d.order_times for d in docs])
-        owners.append(owner + offset)
-        times.append(ts)
-        offset += len(docs)
+    with paused_gc():  # chunks of containers and no cycles (see paused_gc)
+        for chunk, docs in read_frame_chunks(conn, people):
+            for i in [i for i, d in enumerate(docs) if d.answers]:  # rare: a few people answer
+                p = chunk[i]
+                answered[p] = set(docs[i].answers)
+                if any(q.startswith(anomalies.PREFIX) for q in docs[i].answers):
+                    # answers that keep items apart from taste (a few queries each, the whole
+                    # document among them)
+                    doc = read_docs(conn, [p])[p]
+                    cids, aids = anomalies.aliases_of(conn, [p])
+                    lines = anomalies.excluded_lines(conn, doc, cids, aids)
+                    corrected = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
+                    docs[i] = msgspec.structs.replace(docs[i], affinity=corrected["affinity"])
+            parts.append(
+                profile_columns(chunk, docs, as_of_us=as_of_us, half_life_days=half_life_days)
+            )
+            owner, ts = order_times(docs)
+            owners.append(owner + offset)
+            times.append(ts)
+            offset += len(docs)
     frame = (
         pl.concat(parts, how="vertical")
         if parts

@@ -28,7 +28,9 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, cast
@@ -37,7 +39,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, LargeBinary, select
+from sqlalchemy import cast as cast_
 
 from concierge.models.registry import Registry
 from concierge.profiles import doc as pdoc
@@ -196,7 +199,8 @@ def _affinity_columns(docs: Sequence[FrameDoc], factor: float) -> dict[str, Any]
     sizes = np.fromiter(map(len, affs), dtype=np.int64, count=n)
     total_rows = int(sizes.sum())
     owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    vocab = {f: i for i, f in enumerate(dict.fromkeys(itertools.chain.from_iterable(affs)))}
+    # codes in order of first appearance, in one pass: a missing facet gets the next code
+    vocab: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     code = np.fromiter(
         map(vocab.__getitem__, itertools.chain.from_iterable(affs)),
         dtype=np.int64,
@@ -266,26 +270,36 @@ def _affinity_columns(docs: Sequence[FrameDoc], factor: float) -> dict[str, Any]
 
 
 def _lifecycle(
-    docs: Sequence[FrameDoc], n_orders: npt.NDArray[np.int64], last_order: pl.Series, as_of_us: int
+    owner: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    n_orders: npt.NDArray[np.int64],
+    last_order: pl.Series,
+    as_of_us: int,
 ) -> npt.NDArray[np.str_]:
     """:func:`concierge.profiles.view.lifecycle` of everyone: the median of each person's
-    intervals between distinct order times (90 days without any, at least 7)."""
-    n = len(docs)
-    times = _column(docs, "order_times")
-    sizes = np.fromiter(map(len, times), dtype=np.int64, count=n)
-    owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    flat = np.fromiter(itertools.chain.from_iterable(times), dtype=np.int64, count=int(sizes.sum()))
-    gaps = (
-        pl.DataFrame({"owner": owner, "t": flat})
-        .unique()
-        .sort("owner", "t")
-        .with_columns((pl.col("t").diff().over("owner") / DAY_US).alias("gap"))
-        .drop_nulls("gap")
-        .group_by("owner")
-        .agg(pl.col("gap").median())
-    )
+    intervals between distinct order times (90 days without any, at least 7), from the long
+    (owner, order time) table of everyone's order times.
+
+    The median is ``statistics.median``'s: the middle interval, or the mean of the two middle
+    ones, taken per person on the intervals sorted by (person, interval)."""
+    n = n_orders.size
+    order = np.lexsort((times, owner))
+    o, ts = owner[order], times[order]
+    distinct = np.ones(o.size, dtype=bool)
+    distinct[1:] = (o[1:] != o[:-1]) | (ts[1:] != ts[:-1])
+    o, ts = o[distinct], ts[distinct]
+    follows = o[1:] == o[:-1]  # an interval between this order time and the one before
+    gap_owner = o[1:][follows]
+    gap = np.diff(ts)[follows] / DAY_US
     rhythm = np.full(n, 90.0)
-    rhythm[gaps["owner"].to_numpy()] = gaps["gap"].to_numpy()
+    if gap.size:
+        by = np.lexsort((gap, gap_owner))
+        gap_owner, gap = gap_owner[by], gap[by]
+        count = np.bincount(gap_owner, minlength=n)
+        has = np.flatnonzero(count)
+        start = np.concatenate(([0], np.cumsum(count)[:-1]))[has]
+        size = count[has]
+        rhythm[has] = (gap[start + (size - 1) // 2] + gap[start + size // 2]) / 2
     rhythm = np.maximum(rhythm, 7.0)
     since = (as_of_us - last_order.fill_null(as_of_us).to_numpy()) / DAY_US
     return np.select(
@@ -298,6 +312,15 @@ def _lifecycle(
         ["prospect", "new", "active", "lapsing"],
         "lapsed",
     )
+
+
+def order_times(docs: Sequence[FrameDoc]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Everyone's order times as one long table: (index of the document, order time)."""
+    times = _column(docs, "order_times")
+    sizes = np.fromiter(map(len, times), dtype=np.int64, count=len(times))
+    owner = np.repeat(np.arange(len(times), dtype=np.int64), sizes)
+    flat = np.fromiter(itertools.chain.from_iterable(times), dtype=np.int64, count=owner.size)
+    return owner, flat
 
 
 def _channel_columns(docs: Sequence[FrameDoc]) -> dict[str, Any]:
@@ -354,6 +377,7 @@ def profile_columns(
         else frame_docs(cast("Sequence[pdoc.Doc]", docs))
     )
     n = np.array(_column(docs, "n_orders"), dtype=np.int64)
+    owner, times = order_times(docs)
     rev = np.array(_column(docs, "revenue"), dtype=np.float64)
     returned = np.array(_column(docs, "returned_value"), dtype=np.float64)
     first = pl.Series(_column(docs, "first_seen_us"), dtype=pl.Int64)
@@ -385,7 +409,7 @@ def profile_columns(
             "return_share": np.where(rev > 0, returned / rev, 0.0),
             "listings": np.array(_column(docs, "n_listings"), dtype=np.int64),
             "sales": np.array(_column(docs, "n_sales"), dtype=np.int64),
-            "lifecycle_stage": _lifecycle(docs, n, last_order, as_of_us),
+            "lifecycle_stage": _lifecycle(owner, times, n, last_order, as_of_us),
             "questions_pending": np.zeros(len(docs), dtype=np.int64),
         }
     cols |= _affinity_columns(docs, factor)
@@ -415,7 +439,13 @@ def _chunks(conn: Connection, people: Iterable[str] | None, size: int) -> Iterat
     """Rows ``(person_id, doc)`` of ``people`` (all when ``None``), ``size`` at a time."""
     from concierge.store.engine import among
 
-    q = select(t.profiles.c.person_id, t.profiles.c.doc)
+    doc: Any = t.profiles.c.doc
+    if conn.dialect.name == "sqlite":
+        # the UTF-8 bytes as stored: both decoders take them, and making a str of each 7.7 kB
+        # document first is a copy for nothing (measured: 5.1 µs a row read as text, 4.3 µs as
+        # bytes, on the 48,611-person store)
+        doc = cast_(doc, LargeBinary)
+    q = select(t.profiles.c.person_id, doc)
     clauses: list[Any] = [None]
     if people is not None:
         clauses = list(among(conn, t.profiles.c.person_id, sorted(set(people))))
@@ -437,13 +467,8 @@ def read_chunks(
     for rows in _chunks(conn, people, size):
         # parsing builds many small containers; the cyclic collector would scan them again
         # and again while they are made (measured: 250 µs a document with it, 85 µs without)
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             docs = [pdoc.loads(d) for _p, d in rows]
-        finally:
-            if enabled:
-                gc.enable()
         yield [p for p, _d in rows], docs
 
 
@@ -453,14 +478,25 @@ def read_frame_chunks(
     """The frame's parts (:class:`FrameDoc`) of the profiles of ``people`` (all when
     ``None``), ``size`` at a time, in the order of :func:`read_chunks`."""
     for rows in _chunks(conn, people, size):
-        enabled = gc.isenabled()
-        gc.disable()  # as above: order times and answers are lists, tracked by the collector
-        try:
+        with paused_gc():  # as above: order times and answers are lists, tracked by it
             docs = list(map(_DECODER.decode, [d for _p, d in rows]))
-        finally:
-            if enabled:
-                gc.enable()
         yield [p for p, _d in rows], docs
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused (and resumed if it ran before).
+
+    For work that makes many containers and no reference cycles: the collector would walk the
+    young ones again and again while they are made, and the old ones at each full collection
+    (measured on the frame of 48,611 people: 4.5 µs a person of collections)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass
