@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -19,12 +20,15 @@ from sqlalchemy import Connection
 
 from concierge.models import anomalies
 from concierge.models.anomalies import count_pending
-from concierge.models.cadence import CadenceModel, flatten
+from concierge.models.cadence import CadenceModel
 from concierge.models.person_frame import (
     PROFILE_FIELDS,
+    order_times,
+    paused_gc,
     per_person,
     profile_columns,
-    read_chunks,
+    read_docs,
+    read_frame_chunks,
 )
 from concierge.models.registry import Registry
 
@@ -132,7 +136,8 @@ def build(
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """The evaluation frame for ``people`` (everyone when ``None``) and the model versions used.
 
-    The documents are read and parsed a chunk at a time and each chunk is summarized column by
+    The documents are read and decoded a chunk at a time (only the parts the frame reads, see
+    :class:`~concierge.models.person_frame.FrameDoc`) and each chunk is summarized column by
     column (:func:`~concierge.models.person_frame.profile_columns`); only the chunk's frame, its
     order times and the rare answers are kept.
     """
@@ -141,20 +146,26 @@ def build(
     times: list[npt.NDArray[np.int64]] = []
     answered: dict[str, set[str]] = {}
     offset = 0
-    for chunk, docs in read_chunks(conn, people):
-        for i in [i for i, d in enumerate(docs) if d["answers"]]:  # rare: a few people answer
-            p, doc = chunk[i], docs[i]
-            answered[p] = set(doc["answers"])
-            if any(q.startswith(anomalies.PREFIX) for q in doc["answers"]):
-                # answers that keep items apart from taste (a query each)
-                cids, aids = anomalies.aliases_of(conn, [p])
-                lines = anomalies.excluded_lines(conn, doc, cids, aids)
-                docs[i] = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
-        parts.append(profile_columns(chunk, docs, as_of_us=as_of_us, half_life_days=half_life_days))
-        owner, ts = flatten([d["order_times"] for d in docs])
-        owners.append(owner + offset)
-        times.append(ts)
-        offset += len(docs)
+    with paused_gc():  # chunks of containers and no cycles (see paused_gc)
+        for chunk, docs in read_frame_chunks(conn, people):
+            for i in [i for i, d in enumerate(docs) if d.answers]:  # rare: a few people answer
+                p = chunk[i]
+                answered[p] = set(docs[i].answers)
+                if any(q.startswith(anomalies.PREFIX) for q in docs[i].answers):
+                    # answers that keep items apart from taste (a few queries each, the whole
+                    # document among them)
+                    doc = read_docs(conn, [p])[p]
+                    cids, aids = anomalies.aliases_of(conn, [p])
+                    lines = anomalies.excluded_lines(conn, doc, cids, aids)
+                    corrected = anomalies.correct_doc(doc, lines, half_life_days=half_life_days)
+                    docs[i] = msgspec.structs.replace(docs[i], affinity=corrected["affinity"])
+            parts.append(
+                profile_columns(chunk, docs, as_of_us=as_of_us, half_life_days=half_life_days)
+            )
+            owner, ts = order_times(docs)
+            owners.append(owner + offset)
+            times.append(ts)
+            offset += len(docs)
     frame = (
         pl.concat(parts, how="vertical")
         if parts

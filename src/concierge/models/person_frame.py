@@ -7,13 +7,28 @@ profile aggregates at a given ``as_of`` (the same read-time rules as the custome
 :mod:`concierge.profiles.view`) and from the newest version of every registry artifact that
 declares ``per_person`` columns (the contract of ``../shared`` between the four parts).
 
-The documents are read and parsed (orjson, the cyclic GC paused) a chunk of 20,000 at a time and
-each chunk is summarized column by column (:func:`profile_columns`): the scalar figures are
-gathered into arrays, the affinities into one long (person, facet, weight) table whose facets are
-coded once per distinct facet, and the top values, shares, price level, lifecycle stage and
-preferred channel are NumPy over those arrays. The parse stays a step per document (the profile
-is stored as one JSON document; orjson builds every part of it, recent views and cart included,
-which is most of the remaining cost: about 40-60 µs a 7.7 kB document on this machine).
+The documents are read a chunk of 20,000 at a time (:func:`read_frame_chunks`) and decoded
+straight into :class:`FrameDoc`, a typed view of only the parts of a profile document the frame
+reads: the figures, order times, affinities, the nine message counts, consent, the stated
+channel and the answers' ids. Recent views, searches, the cart, the other traits and the
+consent history, about half of a 7.7 kB document, are skipped by the decoder without building
+any object for them. That is `msgspec <https://jcristharif.com/msgspec/>`_ (pinned in
+``pyproject.toml``): a small, well-kept C library for typed JSON decoding whose ``Struct``
+decoder skips unknown fields at scanning speed and builds untracked (``gc=False``) objects for
+the rest (orjson has no way to leave parts out). Measured on the simulated store, CPU time, best
+of 5 in one process: 14 µs a document against 34 µs for building the whole document with
+orjson. The frame's figures are then summarized column by column (:func:`profile_columns`): the
+scalar figures are gathered into arrays, the affinities into one long (person, facet, weight)
+table whose facets are coded once per distinct facet, and the top values, shares, price level,
+lifecycle stage and preferred channel are NumPy over those arrays.
+
+Where the time goes, on 100,000 people (the audience frame's build, about 45 µs a person of
+CPU; 120-150 µs before the typed decoding): decoding 14 µs, of which the affinities (about 80
+facets a person, every dimension, as stored) are two thirds; their coding and summary 9 µs;
+reading the rows from SQLite 6 µs; freeing the chunk's objects 3 µs; the rest under 3 µs each.
+Most of what is left is therefore the affinity dictionary, a Python object per facet; a
+tokenizer of the affinities' raw JSON in NumPy would skip them, at the price of a JSON parser
+of our own.
 """
 
 from __future__ import annotations
@@ -21,15 +36,19 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-import operator
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, cast
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, LargeBinary, select
+from sqlalchemy import cast as cast_
 
 from concierge.models.registry import Registry
 from concierge.profiles import doc as pdoc
@@ -75,6 +94,87 @@ PROFILE_FIELDS: dict[str, tuple[pl.DataType, str]] = {
 }
 
 
+# -- the parts of a profile document the frame reads ------------------------------------------
+
+
+class Register(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A last-writer-wins register ``[ts_us, event_id, value, ...]`` (a consent register's
+    trailing ``source`` is not read)."""
+
+    ts_us: Any
+    event_id: Any
+    value: Any
+
+
+class Counts(msgspec.Struct, gc=False, frozen=True):
+    """The counts per kind of event the frame reads (views, deliveries, opens, clicks)."""
+
+    view: int = 0
+    delivered_email: int = msgspec.field(name="delivered:email", default=0)
+    open_email: int = msgspec.field(name="open:email", default=0)
+    click_email: int = msgspec.field(name="click:email", default=0)
+    delivered_sms: int = msgspec.field(name="delivered:sms", default=0)
+    open_sms: int = msgspec.field(name="open:sms", default=0)
+    click_sms: int = msgspec.field(name="click:sms", default=0)
+    delivered_push: int = msgspec.field(name="delivered:push", default=0)
+    open_push: int = msgspec.field(name="open:push", default=0)
+    click_push: int = msgspec.field(name="click:push", default=0)
+
+
+class Consent(msgspec.Struct, gc=False, frozen=True):
+    """The consent register of each channel (``None``: never asked)."""
+
+    email: Register | None = None
+    sms: Register | None = None
+    push: Register | None = None
+
+
+class Traits(msgspec.Struct, gc=False, frozen=True):
+    """The one trait the frame reads."""
+
+    preferred_channel: Register | None = None
+
+
+class FrameDoc(msgspec.Struct, gc=False, frozen=True):
+    """The parts of a profile document (:func:`concierge.profiles.doc.empty`) the frame reads.
+
+    Every other part is skipped when decoding. A part missing from a document reads as in an
+    empty document, as :func:`concierge.profiles.doc.merge` would make it; a part of the wrong
+    type is an error naming it (``msgspec.ValidationError``, e.g. "Expected `int`, got `null` -
+    at `$.n_orders`").
+    """
+
+    n_orders: int = 0
+    n_items: int = 0
+    revenue: float = 0.0
+    returned_value: float = 0.0
+    n_listings: int = 0
+    n_sales: int = 0
+    first_seen_us: int | None = None
+    last_seen_us: int | None = None
+    last_order_us: int | None = None
+    order_times: list[int] = msgspec.field(default_factory=list)
+    affinity: dict[str, float] = msgspec.field(default_factory=dict)
+    counts: Counts = msgspec.field(default_factory=Counts)
+    consent: Consent = msgspec.field(default_factory=Consent)
+    traits: Traits = msgspec.field(default_factory=Traits)
+    answers: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_DECODER = msgspec.json.Decoder(FrameDoc)
+
+
+def decode(text: str | bytes) -> FrameDoc:
+    """The frame's parts of one stored profile document."""
+    return _DECODER.decode(text)
+
+
+def frame_docs(docs: Sequence[pdoc.Doc]) -> list[FrameDoc]:
+    """The frame's parts of parsed profile documents (what :func:`decode` gives for their
+    JSON)."""
+    return msgspec.convert(docs, list[FrameDoc])
+
+
 def _band_mid(band: str) -> float | None:
     lo, _, hi = band.partition("-")
     try:
@@ -88,11 +188,11 @@ AFFINITY_DIMS = ("brand", "cat", "dept", "price")
 F = npt.NDArray[np.float64]
 
 
-def _column(docs: Sequence[pdoc.Doc], key: str) -> list[Any]:
-    return list(map(operator.itemgetter(key), docs))
+def _column(items: Sequence[Any], name: str) -> list[Any]:
+    return list(map(attrgetter(name), items))
 
 
-def _affinity_columns(docs: Sequence[pdoc.Doc], factor: float) -> dict[str, Any]:
+def _affinity_columns(docs: Sequence[FrameDoc], factor: float) -> dict[str, Any]:
     """The affinity fields of everyone, from one long (person, facet, anchored) table.
 
     Per dimension the strongest value (ties: the smaller name) and the positive total above the
@@ -107,7 +207,8 @@ def _affinity_columns(docs: Sequence[pdoc.Doc], factor: float) -> dict[str, Any]
     sizes = np.fromiter(map(len, affs), dtype=np.int64, count=n)
     total_rows = int(sizes.sum())
     owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    vocab = {f: i for i, f in enumerate(dict.fromkeys(itertools.chain.from_iterable(affs)))}
+    # codes in order of first appearance, in one pass: a missing facet gets the next code
+    vocab: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     code = np.fromiter(
         map(vocab.__getitem__, itertools.chain.from_iterable(affs)),
         dtype=np.int64,
@@ -177,26 +278,36 @@ def _affinity_columns(docs: Sequence[pdoc.Doc], factor: float) -> dict[str, Any]
 
 
 def _lifecycle(
-    docs: Sequence[pdoc.Doc], n_orders: npt.NDArray[np.int64], last_order: pl.Series, as_of_us: int
+    owner: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    n_orders: npt.NDArray[np.int64],
+    last_order: pl.Series,
+    as_of_us: int,
 ) -> npt.NDArray[np.str_]:
     """:func:`concierge.profiles.view.lifecycle` of everyone: the median of each person's
-    intervals between distinct order times (90 days without any, at least 7)."""
-    n = len(docs)
-    times = _column(docs, "order_times")
-    sizes = np.fromiter(map(len, times), dtype=np.int64, count=n)
-    owner = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    flat = np.fromiter(itertools.chain.from_iterable(times), dtype=np.int64, count=int(sizes.sum()))
-    gaps = (
-        pl.DataFrame({"owner": owner, "t": flat})
-        .unique()
-        .sort("owner", "t")
-        .with_columns((pl.col("t").diff().over("owner") / DAY_US).alias("gap"))
-        .drop_nulls("gap")
-        .group_by("owner")
-        .agg(pl.col("gap").median())
-    )
+    intervals between distinct order times (90 days without any, at least 7), from the long
+    (owner, order time) table of everyone's order times.
+
+    The median is ``statistics.median``'s: the middle interval, or the mean of the two middle
+    ones, taken per person on the intervals sorted by (person, interval)."""
+    n = n_orders.size
+    order = np.lexsort((times, owner))
+    o, ts = owner[order], times[order]
+    distinct = np.ones(o.size, dtype=bool)
+    distinct[1:] = (o[1:] != o[:-1]) | (ts[1:] != ts[:-1])
+    o, ts = o[distinct], ts[distinct]
+    follows = o[1:] == o[:-1]  # an interval between this order time and the one before
+    gap_owner = o[1:][follows]
+    gap = np.diff(ts)[follows] / DAY_US
     rhythm = np.full(n, 90.0)
-    rhythm[gaps["owner"].to_numpy()] = gaps["gap"].to_numpy()
+    if gap.size:
+        by = np.lexsort((gap, gap_owner))
+        gap_owner, gap = gap_owner[by], gap[by]
+        count = np.bincount(gap_owner, minlength=n)
+        has = np.flatnonzero(count)
+        start = np.concatenate(([0], np.cumsum(count)[:-1]))[has]
+        size = count[has]
+        rhythm[has] = (gap[start + (size - 1) // 2] + gap[start + size // 2]) / 2
     rhythm = np.maximum(rhythm, 7.0)
     since = (as_of_us - last_order.fill_null(as_of_us).to_numpy()) / DAY_US
     return np.select(
@@ -211,7 +322,16 @@ def _lifecycle(
     )
 
 
-def _channel_columns(docs: Sequence[pdoc.Doc]) -> dict[str, Any]:
+def order_times(docs: Sequence[FrameDoc]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Everyone's order times as one long table: (index of the document, order time)."""
+    times = _column(docs, "order_times")
+    sizes = np.fromiter(map(len, times), dtype=np.int64, count=len(times))
+    owner = np.repeat(np.arange(len(times), dtype=np.int64), sizes)
+    flat = np.fromiter(itertools.chain.from_iterable(times), dtype=np.int64, count=owner.size)
+    return owner, flat
+
+
+def _channel_columns(docs: Sequence[FrameDoc]) -> dict[str, Any]:
     """Consent, engagement and the preferred channel (:func:`~concierge.profiles.view.
     preferred_channel`: stated, else the most engaged consented one, else the first consented)."""
     n = len(docs)
@@ -220,13 +340,14 @@ def _channel_columns(docs: Sequence[pdoc.Doc]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     engaged = np.zeros((n, len(CHANNELS)))
     granted = np.zeros((n, len(CHANNELS)), dtype=bool)
+
+    def count(name: str) -> F:
+        return np.fromiter(map(attrgetter(name), counts), dtype=np.float64, count=n)
+
     for j, ch in enumerate(CHANNELS):
-        regs = [c.get(ch) for c in consent]
-        granted[:, j] = [bool(r[2]) if r else False for r in regs]
-        sent = np.array([c.get(f"delivered:{ch}", 0) for c in counts], dtype=np.float64)
-        opens = np.array([c.get(f"open:{ch}", 0) for c in counts], dtype=np.float64)
-        clicks = np.array([c.get(f"click:{ch}", 0) for c in counts], dtype=np.float64)
-        hits = opens + 2 * clicks
+        granted[:, j] = [r is not None and bool(r.value) for r in _column(consent, ch)]
+        sent = count(f"delivered_{ch}")
+        hits = count(f"open_{ch}") + 2 * count(f"click_{ch}")
         out[f"consent.{ch}"] = granted[:, j]
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f"engagement.{ch}"] = np.where(sent > 0, np.minimum(hits / sent, 3.0), 0.0)
@@ -237,23 +358,34 @@ def _channel_columns(docs: Sequence[pdoc.Doc]) -> dict[str, Any]:
     best = np.array(CHANNELS, dtype=object)[np.array(alpha)][masked.argmax(axis=1)]
     first = np.array(CHANNELS, dtype=object)[granted.argmax(axis=1)]
     chosen = np.where(masked.max(axis=1) > 0, best, np.where(granted.any(axis=1), first, None))
-    stated = [t.get("preferred_channel") for t in _column(docs, "traits")]
+    stated = _column(_column(docs, "traits"), "preferred_channel")
     out["preferred_channel"] = [
-        str(s[2]) if s else c for s, c in zip(stated, chosen.tolist(), strict=True)
+        str(s.value) if s is not None else c for s, c in zip(stated, chosen.tolist(), strict=True)
     ]
-    out["views"] = np.array([c.get("view", 0) for c in counts], dtype=np.int64)
+    out["views"] = np.fromiter(map(attrgetter("view"), counts), dtype=np.int64, count=n)
     return out
 
 
 def profile_columns(
-    persons: Sequence[str], docs: Sequence[pdoc.Doc], *, as_of_us: int, half_life_days: float
+    persons: Sequence[str],
+    docs: Sequence[FrameDoc] | Sequence[pdoc.Doc],
+    *,
+    as_of_us: int,
+    half_life_days: float,
 ) -> pl.DataFrame:
     """The flat profile figures of everyone at ``as_of_us`` (see :data:`PROFILE_FIELDS`), column
-    by column: ``docs[i]`` is the aggregate of ``persons[i]``; ``questions_pending`` is 0 here."""
+    by column: ``docs[i]`` is the aggregate of ``persons[i]`` (decoded by :func:`decode`, or a
+    parsed document); ``questions_pending`` is 0 here."""
     schema = {k: v[0] for k, v in PROFILE_FIELDS.items()}
     if not docs:
         return pl.DataFrame(schema=schema)
+    docs = (
+        cast("Sequence[FrameDoc]", docs)
+        if isinstance(docs[0], FrameDoc)
+        else frame_docs(cast("Sequence[pdoc.Doc]", docs))
+    )
     n = np.array(_column(docs, "n_orders"), dtype=np.int64)
+    owner, times = order_times(docs)
     rev = np.array(_column(docs, "revenue"), dtype=np.float64)
     returned = np.array(_column(docs, "returned_value"), dtype=np.float64)
     first = pl.Series(_column(docs, "first_seen_us"), dtype=pl.Int64)
@@ -265,7 +397,7 @@ def profile_columns(
         np.maximum((as_of_us - first.fill_null(0).to_numpy()) / DAY_US, 1.0),
     )
     factor = 2.0 ** (-(as_of_us - pdoc.ANCHOR_US) / (half_life_days * DAY_US))
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         cols: dict[str, Any] = {
             "person_id": list(persons),
             "known": [not p.startswith("anon:") for p in persons],
@@ -285,7 +417,7 @@ def profile_columns(
             "return_share": np.where(rev > 0, returned / rev, 0.0),
             "listings": np.array(_column(docs, "n_listings"), dtype=np.int64),
             "sales": np.array(_column(docs, "n_sales"), dtype=np.int64),
-            "lifecycle_stage": _lifecycle(docs, n, last_order, as_of_us),
+            "lifecycle_stage": _lifecycle(owner, times, n, last_order, as_of_us),
             "questions_pending": np.zeros(len(docs), dtype=np.int64),
         }
     cols |= _affinity_columns(docs, factor)
@@ -311,6 +443,27 @@ def read_docs(conn: Connection, people: Iterable[str] | None = None) -> dict[str
     )
 
 
+def _chunks(conn: Connection, people: Iterable[str] | None, size: int) -> Iterator[Sequence[Any]]:
+    """Rows ``(person_id, doc)`` of ``people`` (all when ``None``), ``size`` at a time."""
+    from concierge.store.engine import among
+
+    doc: Any = t.profiles.c.doc
+    if conn.dialect.name == "sqlite":
+        # the UTF-8 bytes as stored: both decoders take them, and making a str of each 7.7 kB
+        # document first is a copy for nothing (measured: 5.1 µs a row read as text, 4.3 µs as
+        # bytes, on the 48,611-person store)
+        doc = cast_(doc, LargeBinary)
+    q = select(t.profiles.c.person_id, doc)
+    clauses: list[Any] = [None]
+    if people is not None:
+        clauses = list(among(conn, t.profiles.c.person_id, sorted(set(people))))
+    for clause in clauses:
+        stmt = (q if clause is None else q.where(clause)).execution_options(yield_per=size)
+        result = conn.execute(stmt)  # a server-side cursor on PostgreSQL
+        while rows := result.fetchmany(size):
+            yield rows
+
+
 def read_chunks(
     conn: Connection, people: Iterable[str] | None = None, *, size: int = 20_000
 ) -> Iterator[tuple[list[str], list[pdoc.Doc]]]:
@@ -319,26 +472,39 @@ def read_chunks(
     A million parsed documents would not fit in memory (a 7.7 kB document is about 40 kB of
     Python objects): callers summarize each chunk and let it go.
     """
-    from concierge.store.engine import among
+    for rows in _chunks(conn, people, size):
+        # parsing builds many small containers; the cyclic collector would scan them again
+        # and again while they are made (measured: 250 µs a document with it, 85 µs without)
+        with paused_gc():
+            docs = [pdoc.loads(d) for _p, d in rows]
+        yield [p for p, _d in rows], docs
 
-    q = select(t.profiles.c.person_id, t.profiles.c.doc)
-    clauses: list[Any] = [None]
-    if people is not None:
-        clauses = list(among(conn, t.profiles.c.person_id, sorted(set(people))))
-    for clause in clauses:
-        stmt = (q if clause is None else q.where(clause)).execution_options(yield_per=size)
-        result = conn.execute(stmt)  # a server-side cursor on PostgreSQL
-        while rows := result.fetchmany(size):
-            # parsing builds many small containers; the cyclic collector would scan them again
-            # and again while they are made (measured: 250 µs a document with it, 85 µs without)
-            enabled = gc.isenabled()
-            gc.disable()
-            try:
-                docs = [pdoc.loads(d) for _p, d in rows]
-            finally:
-                if enabled:
-                    gc.enable()
-            yield [p for p, _d in rows], docs
+
+def read_frame_chunks(
+    conn: Connection, people: Iterable[str] | None = None, *, size: int = 20_000
+) -> Iterator[tuple[list[str], list[FrameDoc]]]:
+    """The frame's parts (:class:`FrameDoc`) of the profiles of ``people`` (all when
+    ``None``), ``size`` at a time, in the order of :func:`read_chunks`."""
+    for rows in _chunks(conn, people, size):
+        with paused_gc():  # as above: order times and answers are lists, tracked by it
+            docs = list(map(_DECODER.decode, [d for _p, d in rows]))
+        yield [p for p, _d in rows], docs
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused (and resumed if it ran before).
+
+    For work that makes many containers and no reference cycles: the collector would walk the
+    young ones again and again while they are made, and the old ones at each full collection
+    (measured on the frame of 48,611 people: 4.5 µs a person of collections)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass

@@ -168,7 +168,7 @@ def dumps(doc: Doc) -> str:
     return orjson.dumps(doc).decode()
 
 
-def loads(text: str) -> Doc:
+def loads(text: str | bytes) -> Doc:
     doc: Doc = orjson.loads(text)
     return doc
 
