@@ -19,8 +19,11 @@ def _ids(n: int, p: str) -> IdMap:
 
 class TestALSRecommender(RecommenderContract):
     def make_model(self, **o: Any) -> CollaborativeModel:
+        # the checkerboard has rank 2: two factors find it from every seed (measured: 20 of 20
+        # seeds), six overfit it from about a third of the seeds, so the known answer depended
+        # on the random start and the CPU's floating-point path (it failed on one machine)
         return CollaborativeModel(
-            **({"factors": 6, "iterations": 20, "threads": 1, "alpha": 5.0} | o)
+            **({"factors": 2, "iterations": 20, "threads": 1, "alpha": 5.0} | o)
         )
 
     def fit(self, model: Any, user_items: sp.csr_matrix) -> Any:
