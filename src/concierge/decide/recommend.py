@@ -457,17 +457,21 @@ class Recommender:
         m = min(n, max(10 * k, 200))
         depth = n if self.exact or nothing_learned else self.depth
         blocked = self._blocked(cat, sizes, eff)
-        while True:
-            pool = part.pool(crowd, xu, e=e, a_als=blend.a_als, depth=depth, must=must)
-            final, als_c = _blend(pool, crowd.pop, sparse, e, blend.a_als, nothing_learned)
-            np.copyto(final, -np.inf, where=blocked[pool.items])
-            pool.kill(final, never)
-            ranked, kth = best_ranked(final, pool.items, m)
-            if pool.whole or (ranked.size >= m and kth > pool.bound + 1e-12 * abs(pool.bound)):
-                break
-            # the bound failed: read deeper; too few passed the filters: the whole catalog
-            depth = depth * 4 if ranked.size >= m else n
-            self.passes["widened"] += 1
+        # the products with the factors are memory-bound: single-threaded BLAS, two BLAS threads
+        # beside the server's own work made them 2-3x slower on 2 cores (measured)
+        with blas_single_thread(rescan=False):
+            while True:
+                pool = part.pool(crowd, xu, e=e, a_als=blend.a_als, depth=depth, must=must)
+                final, als_c = _blend(pool, crowd.pop, sparse, e, blend.a_als, nothing_learned)
+                np.copyto(final, -np.inf, where=blocked[pool.items])
+                pool.kill(final, never)
+                ranked, kth = best_ranked(final, pool.items, m)
+                slack = 1e-12 * abs(pool.bound)  # the bound's own rounding
+                if pool.whole or (ranked.size >= m and kth > pool.bound + slack):
+                    break
+                # the bound failed: read deeper; too few passed the filters: the whole catalog
+                depth = depth * 4 if ranked.size >= m else n
+                self.passes["widened"] += 1
         self.passes["whole" if pool.whole else "pool"] += 1
         scores = _lookup(pool.items, final)
         als = None if als_c is None else SparseVec(pool.items, als_c)

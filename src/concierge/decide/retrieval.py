@@ -271,7 +271,10 @@ class Partition:
                 parts.append(r.top)
                 b += e * a_als * max(r.bound, 0.0) / (best or 1.0)
             bound = max(bound, b)
-        items = np.unique(np.concatenate(parts).astype(np.int64))
+        mark = np.zeros(self.n, dtype=bool)  # a scatter and one scan: cheaper than a sort
+        for got in parts:
+            mark[got] = True
+        items = np.flatnonzero(mark).astype(np.int64)
         return Pool(self, items, items.size == self.n, bound, x, found, best)
 
 
