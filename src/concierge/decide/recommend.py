@@ -357,7 +357,9 @@ class Recommender:
             loc = doc["traits"].get("location")
             if loc and isinstance(loc[2], dict):
                 country = loc[2].get("country")
-            aff = pview.affinities(doc, as_of_us=now_us, half_life_days=90.0)
+            aff = pview.affinities(
+                doc, as_of_us=now_us, half_life_days=90.0, dims=("brand", "size")
+            )
             sizes = [a["value"] for a in aff.get("size", []) if a["share"] >= 0.15]
             brands = [
                 (a["value"], a["share"]) for a in aff.get("brand", [])[:2] if a["share"] >= 0.25
@@ -864,6 +866,10 @@ class SourceBlock:
         scale = None if weights is None else weights / (weights.max() or 1.0)
         self.raw = {k: _block(sims[k], src, chosen) for k in self.KINDS}
         self.scaled = {k: (v if scale is None else v * scale[:, None]) for k, v in self.raw.items()}
+        # each chosen item's strongest source per kind, for all of them at once
+        empty = src.size == 0 or chosen.size == 0
+        self.arg = {k: (v.argmax(axis=0) if not empty else None) for k, v in self.scaled.items()}
+        self.top = {k: (v.max(axis=0) if not empty else None) for k, v in self.scaled.items()}
 
     def best(self, i: int) -> tuple[int, str, float] | None:
         c = self.col.get(i)
@@ -872,10 +878,11 @@ class SourceBlock:
         best: tuple[int, str, float] | None = None
         best_v = 0.0
         for kind in self.KINDS:
-            col = self.scaled[kind][:, c]
-            if col.size and col.max() > best_v:
-                j = int(col.argmax())
-                best_v = float(col[j])
+            top, arg = self.top[kind], self.arg[kind]
+            assert top is not None and arg is not None
+            if top[c] > best_v:
+                j = int(arg[c])
+                best_v = float(top[c])
                 best = (int(self.src[j]), kind, float(self.raw[kind][j, c]))
         return best
 

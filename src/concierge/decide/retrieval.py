@@ -180,7 +180,8 @@ class Partition:
     """The catalog split by rule adjustment, for one set of models, rules and trend weight.
 
     ``static`` is ``trend + adj`` over the catalog (``None`` when both are zero), the vector the
-    blend adds; ``group_of`` and ``row_of`` say where each item's factor sits (``-1``: none).
+    blend adds. The groups' factor indexes are slices of one matrix ``factors``, group after
+    group; ``row_of`` is each item's row there (``-1``: no factor), ``offset`` each group's first.
     """
 
     n: int
@@ -189,6 +190,8 @@ class Partition:
     groups: list[Group]
     group_of: I
     row_of: I
+    offset: I
+    factors: F32 | None
     _crowds: dict[str | None, Crowd] = field(default_factory=dict)
 
     @classmethod
@@ -212,7 +215,6 @@ class Partition:
             has[known] = True
             frow = np.full(n, -1, dtype=np.int64)
             frow[known] = np.arange(known.size)
-        row_of = np.full(n, -1, dtype=np.int64)
         groups: list[Group] = []
         for g, a in enumerate(values.tolist()):
             items = np.flatnonzero(code == g).astype(np.int64)
@@ -223,9 +225,18 @@ class Partition:
             if factors is not None:
                 with_f = items[has[items]]
                 index = FactorIndex(with_f, factors[frow[with_f]])
-                row_of[index.positions] = np.arange(len(index))
             groups.append(Group(float(a), items, t_order, t_sorted, index))
-        return cls(n, trend, static, groups, code, row_of)
+        row_of = np.full(n, -1, dtype=np.int64)
+        sizes = [0 if g.index is None else len(g.index) for g in groups]
+        offset = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        whole = None
+        if factors is not None:  # one matrix, each group's index a view of its rows
+            whole = np.concatenate([g.index.factors for g in groups if g.index is not None])
+            for g, lo in zip(groups, offset.tolist(), strict=False):
+                if g.index is not None:
+                    g.index.factors = whole[lo : lo + len(g.index)]
+                    row_of[g.index.positions] = lo + np.arange(len(g.index))
+        return cls(n, trend, static, groups, code, row_of, offset, whole)
 
     def crowd(self, key: str | None, pop: F) -> Crowd:
         """The crowd lists for the popularity mix ``pop`` (of segment ``key``), kept."""
@@ -313,19 +324,23 @@ class Pool:
         if self.x is None:
             return None
         items, part = self.items, self.part
+        assert part.factors is not None
+        # the scores the searches computed, laid out as the rows of ``part.factors``
+        read_to = np.zeros(len(part.groups), dtype=np.int64)  # per group: rows read end here
+        buf = np.zeros(part.factors.shape[0], dtype=np.float32)
+        for g, r in enumerate(self.found):
+            if r is not None:
+                lo = int(part.offset[g])
+                buf[lo : lo + r.scanned] = r.scores
+                read_to[g] = lo + r.scanned
+        row = part.row_of[items]
         raw = np.zeros(items.size, dtype=np.float32)
-        group, row = part.group_of[items], part.row_of[items]
-        for g, (grp, r) in enumerate(zip(part.groups, self.found, strict=True)):
-            if r is None or grp.index is None:
-                continue
-            mine = np.flatnonzero((group == g) & (row >= 0))
-            rows = row[mine]
-            read = rows < r.scanned
-            raw[mine[read]] = r.scores[rows[read]]
-            rest = ~read
-            if rest.any():
-                with blas_single_thread(rescan=False):
-                    raw[mine[rest]] = grp.index.factors[rows[rest]] @ self.x
+        read = (row >= 0) & (row < read_to[part.group_of[items]])
+        raw[read] = buf[row[read]]
+        rest = np.flatnonzero((row >= 0) & ~read)
+        if rest.size:  # items of the pool the searches did not reach (a sparse term's)
+            with blas_single_thread(rescan=False):
+                raw[rest] = part.factors[row[rest]] @ self.x
         als = np.maximum(raw, 0.0)
         als *= 1.0 / (self.best or 1.0)
         return als
