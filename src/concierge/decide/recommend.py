@@ -499,6 +499,9 @@ class Recommender:
         )
         view_mask = np.array([x == "view" for x in types], dtype=bool)
         viewed_set = set(idx[ok & view_mask].tolist()) if ok.any() else set()
+        at_orders, at_sess = orders.take(chosen_idx), sess_vec.take(chosen_idx)
+        at_searched = searched.take(chosen_idx)
+        at_als = None if als is None else als.take(chosen_idx)
         items = []
         for rank, (i, rule) in enumerate(chosen, start=1):
             rs = self._reasons(
@@ -509,12 +512,12 @@ class Recommender:
                 eff,
                 anchor_block=anchor_block,
                 own_block=own_block,
-                orders=orders,
+                orders=at_orders,
                 viewed=viewed_set,
-                sess=sess_vec,
-                searched=searched,
+                sess=at_sess,
+                searched=at_searched,
                 queries=queries,
-                als=als,
+                als=at_als,
                 evidence=evidence,
                 blend=blend,
                 brands=brands,
@@ -652,12 +655,12 @@ class Recommender:
         *,
         anchor_block: SourceBlock | None,
         own_block: SourceBlock | None,
-        orders: SparseVec,
+        orders: Lookup,
         viewed: set[int],
-        sess: SparseVec,
-        searched: SparseVec,
+        sess: Lookup,
+        searched: Lookup,
         queries: list[str],
-        als: SparseVec | None,
+        als: Lookup | None,
         evidence: float,
         blend: BlendParams,
         brands: list[tuple[str, float]],
@@ -704,9 +707,10 @@ class Recommender:
                 if al.size_popularity(size)[i] > 0:
                     out.append(why.your_size(size))
                     break
-        if al.trend[i] >= 1.5:
-            out.append(why.trending(float(al.trend[i])))
-        if not out or al.pop[i] >= al.pop_top:
+        trend = float(al.trend[i])
+        if trend >= 1.5:
+            out.append(why.trending(trend))
+        if not out or float(al.pop[i]) >= al.pop_top:
             out.append(why.popular(country))
         return out
 
@@ -787,6 +791,13 @@ def _lookup(items: npt.NDArray[np.int64], final: F) -> Any:
     return score
 
 
+class Lookup(dict[int, float]):
+    """Values at a few catalog positions; 0 for any other."""
+
+    def __missing__(self, key: int) -> float:
+        return 0.0
+
+
 class SparseVec:
     """A vector over the catalog kept as sorted, unique positions and their values."""
 
@@ -814,6 +825,14 @@ class SparseVec:
     def add_to(self, dense: F, coef: float) -> None:
         if self.idx.size and coef:
             dense[self.idx] += coef * self.val
+
+    def take(self, positions: npt.NDArray[np.int64]) -> Lookup:
+        """The values at ``positions``, as a dict (the reasons read a few, one by one)."""
+        if self.idx.size == 0:
+            return Lookup()
+        pos = np.minimum(np.searchsorted(self.idx, positions), self.idx.size - 1)
+        val = np.where(self.idx[pos] == positions, self.val[pos], 0.0)
+        return Lookup(zip(positions.tolist(), val.tolist(), strict=True))
 
     def __getitem__(self, i: int) -> float:
         pos = int(np.searchsorted(self.idx, i))

@@ -327,7 +327,7 @@ class Pool:
         assert part.factors is not None
         # the scores the searches computed, laid out as the rows of ``part.factors``
         read_to = np.zeros(len(part.groups), dtype=np.int64)  # per group: rows read end here
-        buf = np.zeros(part.factors.shape[0], dtype=np.float32)
+        buf = np.empty(part.factors.shape[0], dtype=np.float32)  # only rows read are looked at
         for g, r in enumerate(self.found):
             if r is not None:
                 lo = int(part.offset[g])
