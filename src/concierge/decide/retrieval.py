@@ -232,10 +232,10 @@ class Partition:
         whole = None
         if factors is not None:  # one matrix, each group's index a view of its rows
             whole = np.concatenate([g.index.factors for g in groups if g.index is not None])
-            for g, lo in zip(groups, offset.tolist(), strict=False):
-                if g.index is not None:
-                    g.index.factors = whole[lo : lo + len(g.index)]
-                    row_of[g.index.positions] = lo + np.arange(len(g.index))
+            for grp, lo in zip(groups, offset.tolist(), strict=False):
+                if grp.index is not None:
+                    grp.index.factors = whole[lo : lo + len(grp.index)]
+                    row_of[grp.index.positions] = lo + np.arange(len(grp.index))
         return cls(n, trend, static, groups, code, row_of, offset, whole)
 
     def crowd(self, key: str | None, pop: F) -> Crowd:
@@ -264,9 +264,10 @@ class Partition:
         whole = depth >= self.n
         found: list[Retrieved | None] = []
         for g in self.groups:
-            found.append(
-                None if x is None or g.index is None else g.index.search(x, len(g.index) if whole else depth)
-            )
+            if x is None or g.index is None:
+                found.append(None)
+            else:
+                found.append(g.index.search(x, len(g.index) if whole else depth))
         best = max((r.best for r in found if r is not None), default=0.0)
         if whole:
             return Pool(self, np.arange(self.n, dtype=np.int64), True, -np.inf, x, found, best)
