@@ -465,7 +465,7 @@ class Recommender:
             while True:
                 pool = part.pool(crowd, xu, e=e, a_als=blend.a_als, depth=depth, must=must)
                 final, als_c = _blend(pool, crowd.pop, sparse, e, blend.a_als, nothing_learned)
-                np.copyto(final, -np.inf, where=blocked[pool.items])
+                np.copyto(final, -np.inf, where=blocked if pool.whole else blocked[pool.items])
                 pool.kill(final, never)
                 ranked, kth = best_ranked(final, pool.items, m)
                 slack = 1e-12 * abs(pool.bound)  # the bound's own rounding
@@ -769,7 +769,7 @@ def _blend(
     if catalog_order:  # nothing learned: the session, then catalog order
         sc: F = (pool.part.n - items).astype(np.float64) * 1e-9
     else:
-        sc = (1.0 - e) * pop[items]
+        sc = (1.0 - e) * (pop if pool.whole else pop[items])
     als = pool.als()
     if als is not None:
         sc += (e * a_als) * als
@@ -777,7 +777,7 @@ def _blend(
         if vec.idx.size and coef:
             sc[pool.at(vec.idx)] += coef * vec.val
     if pool.part.static is not None:
-        sc += pool.part.static[items]
+        sc += pool.part.static if pool.whole else pool.part.static[items]
     return sc, als
 
 

@@ -326,6 +326,14 @@ class Pool:
             return None
         items, part = self.items, self.part
         assert part.factors is not None
+        if self.whole:  # every row was read: the scores straight to their items
+            whole = np.zeros(part.n, dtype=np.float32)
+            for grp, r in zip(part.groups, self.found, strict=True):
+                if r is not None and grp.index is not None:
+                    whole[grp.index.positions[: r.scanned]] = r.scores
+            np.maximum(whole, 0.0, out=whole)
+            whole *= 1.0 / (self.best or 1.0)
+            return whole
         # the scores the searches computed, laid out as the rows of ``part.factors``
         read_to = np.zeros(len(part.groups), dtype=np.int64)  # per group: rows read end here
         buf = np.empty(part.factors.shape[0], dtype=np.float32)  # only rows read are looked at
