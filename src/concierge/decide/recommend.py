@@ -10,6 +10,12 @@ the person (identity, profile document) and their own interactions, so an event 
 ago changes the answer at once: the person's factor is folded in from those interactions
 (:meth:`~concierge.models.collaborative.CollaborativeModel.fold_in`) at every request.
 
+The blend is computed on a pool of candidates, not on the whole catalog: the best items by crowd
+score, trend and ALS score (an exact norm-ordered search of the item factors), the items of the
+sparse terms and the pins, read as deep as a bound proves the answer equal to the whole
+catalog's (:mod:`concierge.decide.retrieval`). ``Recommender(exact=True)`` scores the whole
+catalog on every request; ``passes`` counts the answers of each kind.
+
 It never raises for an unknown person, an untrained model, an empty catalog or a product without
 stock; ``fallback`` says what answered instead of the full ranker:
 
