@@ -467,9 +467,13 @@ class Recommender:
         blocked = self._blocked(cat, sizes, eff)
         # the products with the factors are memory-bound: single-threaded BLAS, two BLAS threads
         # beside the server's own work made them 2-3x slower on 2 cores (measured)
+        first = True  # the first pool may leave out groups that cannot reach the top m
         with blas_single_thread(rescan=False):
             while True:
-                pool = part.pool(crowd, xu, e=e, a_als=blend.a_als, depth=depth, must=must)
+                pool = part.pool(
+                    crowd, xu, e=e, a_als=blend.a_als, depth=depth, must=must, m=m if first else 0
+                )
+                first = False
                 final, als_c = _blend(pool, crowd.pop, sparse, e, blend.a_als, nothing_learned)
                 np.copyto(final, -np.inf, where=blocked if pool.whole else blocked[pool.items])
                 pool.kill(final, never)

@@ -144,6 +144,16 @@ class FactorIndex:
         best = max(float(scores.max()), 0.0)
         return Retrieved(end, scores, self.positions[top_rows], bound, best)
 
+    def best_above(self, x: F32, floor: float) -> float:
+        """The best score for ``x`` if some row beats ``floor``, else ``floor`` (reads only the
+        rows whose norm allows it)."""
+        xn = float(np.linalg.norm(x.astype(np.float64)))
+        stop = len(self) if floor <= 0 or xn == 0 else self._stop(floor / xn)
+        if stop == 0:
+            return floor
+        with blas_single_thread(rescan=False):
+            return max(floor, float((self.factors[:stop] @ x).max()))
+
     def _stop(self, norm: float) -> int:
         """The first row whose norm is at most ``norm`` (rows from there cannot score above
         ``norm * |x|``)."""
@@ -265,22 +275,50 @@ class Partition:
         a_als: float,
         depth: int,
         must: list[I],
+        m: int = 0,
     ) -> Pool:
         """The candidates read ``depth`` down every list (with the items ``must``), the ALS
-        searches, and the bound on what any item left out can score."""
+        searches, and the bound on what any item left out can score.
+
+        With ``m``, a group is not read at all when even its best item could not reach the
+        ``m``-th best score of another group (its adjustment plus the largest crowd, trend and
+        ALS terms, against that group's ``m``-th crowd score: a bury, or everything beside a
+        boost of many items); it then adds that ceiling to the bound, so a wrong guess (the
+        filters removed the other group's items) only fails the bound."""
         whole = depth >= self.n
+        ceilings = []
+        for g, (order, sorted_) in zip(self.groups, crowd.orders, strict=True):
+            top = g.adj + (1.0 - e) * float(sorted_[0]) if order.size else -np.inf
+            if g.trend_sorted is not None and order.size:
+                top += e * float(g.trend_sorted[0])
+            ceilings.append(top + (e * a_als if x is not None else 0.0))
+        floor = -np.inf
+        if m and not whole:
+            for g, (order, sorted_) in zip(self.groups, crowd.orders, strict=True):
+                if order.size >= m:
+                    floor = max(floor, g.adj + (1.0 - e) * float(sorted_[m - 1]))
+        read = [whole or c >= floor for c in ceilings]
         found: list[Retrieved | None] = []
-        for g in self.groups:
-            if x is None or g.index is None:
+        for g, go in zip(self.groups, read, strict=True):
+            if x is None or g.index is None or not go:
                 found.append(None)
             else:
                 found.append(g.index.search(x, len(g.index) if whole else depth))
         best = max((r.best for r in found if r is not None), default=0.0)
+        if x is not None:  # the ALS scale is the catalog's best score: look into skipped groups
+            for g, go in zip(self.groups, read, strict=True):
+                if not go and g.index is not None:
+                    best = max(best, g.index.best_above(x, best))
         if whole:
             return Pool(self, np.arange(self.n, dtype=np.int64), True, -np.inf, x, found, best)
         parts = list(must)
         bound = -np.inf
-        for g, (order, sorted_), r in zip(self.groups, crowd.orders, found, strict=True):
+        for g, (order, sorted_), r, go, ceiling in zip(
+            self.groups, crowd.orders, found, read, ceilings, strict=True
+        ):
+            if not go:
+                bound = max(bound, ceiling)
+                continue
             parts.append(order[:depth])
             b = g.adj + (1.0 - e) * float(sorted_[min(depth, order.size)])
             if g.trend_order is not None and g.trend_sorted is not None:
