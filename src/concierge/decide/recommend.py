@@ -482,7 +482,7 @@ class Recommender:
                 if pool.whole or (ranked.size >= m and kth > pool.bound + slack):
                     break
                 # the bound failed: read deeper; too few passed the filters: the whole catalog
-                depth = depth * 4 if ranked.size >= m else n
+                depth = depth * 2 if ranked.size >= m else n
                 self.passes["widened"] += 1
         self.passes["whole" if pool.whole else "pool"] += 1
         scores = _lookup(pool.items, final)
