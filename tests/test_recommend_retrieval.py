@@ -131,7 +131,7 @@ rule = st.one_of(
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     out_of_stock=st.lists(st.integers(0, N - 1), max_size=300),
