@@ -592,7 +592,7 @@ class Recommender:
             with self._lock:
                 got = self._part_cache.get(key)
                 if got is None or got[0] is not al or got[1] is not eff:
-                    if len(self._part_cache) > 16:
+                    if len(self._part_cache) > 4:  # each holds a copy of the factors
                         self._part_cache.clear()
                     part = Partition.build(
                         len(al.items),

@@ -261,7 +261,7 @@ class Partition:
         """The crowd lists for the popularity mix ``pop`` (of segment ``key``), kept."""
         got = self._crowds.get(key)
         if got is None or got.pop is not pop:
-            if len(self._crowds) > 32:
+            if len(self._crowds) > 16:  # 16 bytes an item each
                 self._crowds.clear()
             value = pop if self.trend is None else pop + self.trend
             got = Crowd(pop, [_sorted_desc(value, g.items) for g in self.groups])
