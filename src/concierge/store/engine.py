@@ -193,11 +193,8 @@ class Store:
         # the transaction on the driver too: SQLAlchemy's begin/commit cost as much as the
         # reads. SQLite: an explicit BEGIN (the driver is in autocommit mode, see make_engine);
         # PostgreSQL: the driver's implicit one, ended by the pool's rollback on return.
-        # The pool's connection itself, without SQLAlchemy's Connection around it (whose set-up
-        # and tear-down cost about a tenth of a recommendation request, measured with py-spy)
-        fairy: Any = self.engine.raw_connection()
-        try:
-            dbapi: Any = fairy.dbapi_connection
+        with self.engine.connect() as conn:
+            dbapi: Any = conn.connection.dbapi_connection
             cur = dbapi.cursor()
             try:
                 if self.backend == "sqlite":
@@ -211,8 +208,6 @@ class Store:
                         dbapi.rollback()
                 finally:
                     cur.close()
-        finally:
-            fairy.close()  # back to the pool (which resets it)
 
     def insert(self, table: Table) -> Any:
         """A dialect insert that supports ``on_conflict_do_nothing/update``."""
