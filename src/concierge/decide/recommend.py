@@ -10,6 +10,12 @@ the person (identity, profile document) and their own interactions, so an event 
 ago changes the answer at once: the person's factor is folded in from those interactions
 (:meth:`~concierge.models.collaborative.CollaborativeModel.fold_in`) at every request.
 
+The blend is computed on a pool of candidates, not on the whole catalog: the best items by crowd
+score, trend and ALS score (an exact norm-ordered search of the item factors), the items of the
+sparse terms and the pins, read as deep as a bound proves the answer equal to the whole
+catalog's (:mod:`concierge.decide.retrieval`). ``Recommender(exact=True)`` scores the whole
+catalog on every request; ``passes`` counts the answers of each kind.
+
 It never raises for an unknown person, an untrained model, an empty catalog or a product without
 stock; ``fallback`` says what answered instead of the full ranker:
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +43,7 @@ import scipy.sparse as sp
 from concierge.decide import reasons as why
 from concierge.decide.catalog_index import CatalogCache, CatalogIndex, row_ranges
 from concierge.decide.rank import Aligned, BlendParams
+from concierge.decide.retrieval import Partition, Pool
 from concierge.decide.rules import (
     SLOTS,
     Effects,
@@ -57,6 +65,7 @@ from concierge.schema.events import ANON_PREFIX
 from concierge.store.engine import RawReader, Store
 
 F = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 Slot = Literal["home", "product", "cart", "post_purchase", "email"]
 MAX_K = 100
 HISTORY = 1000  # newest interaction lines read per request
@@ -123,8 +132,13 @@ class Recommender:
         half_life_days: float = 90.0,
         session_gap_minutes: float = 30.0,
         check_every_s: float = 2.0,
+        depth: int = 400,
+        exact: bool = False,
     ) -> None:
         self.store = store
+        self.depth = depth  # how far down each candidate list a request reads first
+        self.exact = exact  # score the whole catalog on every request (tests, evaluation)
+        self.passes: Counter[str] = Counter()  # "pool" / "whole" answers, "widened" re-reads
         self.half_life_days = half_life_days
         self.session_gap_minutes = session_gap_minutes
         self.crowd = LiveModels(
@@ -142,6 +156,7 @@ class Recommender:
         self._effect_cache: dict[tuple[Any, ...], Effects] = {}
         self._allowed_cache: dict[tuple[Any, ...], tuple[Effects, npt.NDArray[np.bool_]]] = {}
         self._static_cache: dict[tuple[Any, ...], tuple[Aligned, Effects, F]] = {}
+        self._part_cache: dict[tuple[Any, ...], tuple[Aligned, Effects, Partition]] = {}
 
     # -- state ----------------------------------------------------------------------------
 
@@ -162,6 +177,7 @@ class Recommender:
             self._effect_cache.clear()
             self._allowed_cache.clear()
             self._static_cache.clear()
+            self._part_cache.clear()
             return al
 
     def warm(self) -> None:
@@ -347,7 +363,9 @@ class Recommender:
             loc = doc["traits"].get("location")
             if loc and isinstance(loc[2], dict):
                 country = loc[2].get("country")
-            aff = pview.affinities(doc, as_of_us=now_us, half_life_days=90.0)
+            aff = pview.affinities(
+                doc, as_of_us=now_us, half_life_days=90.0, dims=("brand", "size")
+            )
             sizes = [a["value"] for a in aff.get("size", []) if a["share"] >= 0.15]
             brands = [
                 (a["value"], a["share"]) for a in aff.get("brand", [])[:2] if a["share"] >= 0.25
@@ -363,21 +381,11 @@ class Recommender:
             queries = [q["query"] for q in sess["searches"] if q["query"]][:5]
 
         # the components of rank.Components.blend, the sparse ones kept sparse: the same
-        # formula as the evaluation's, with one pass over the catalog per dense term
+        # formula as the evaluation's, computed on a pool of candidates (decide.retrieval)
         e = evidence / (evidence + blend.k)
-        scores = (1.0 - e) * al.popularity(country)
-        als = None
+        xu: F32 | None = None
         if al.collab is not None and al.known_factors is not None and touched.size:
-            x = al.collab.fold_in(al.collab_of[touched], w_t).astype(np.float32)
-            # only the items the model knows (the others score 0), by single-threaded BLAS: the
-            # product is memory-bound, and two BLAS threads beside the server's own work made it
-            # 2-3x slower on 2 cores, einsum's own loop 2x (measured, 100,000 x 64)
-            with blas_single_thread(rescan=False):
-                sub = al.known_factors @ x
-            np.maximum(sub, 0.0, out=sub)
-            sub *= 1.0 / (float(sub.max()) or 1.0)
-            als = SparseVec(al.known, sub)  # kept sparse: reasons read a few of its values
-            scores[al.known] += (e * blend.a_als) * sub
+            xu = al.collab.fold_in(al.collab_of[touched], w_t).astype(np.float32)
         cooc = _spread(al.sim_all, touched, w_t)
         rep = SparseVec(items_u, bought_w * al.repeat_rate[items_u]).scaled()
         sess_vec = SparseVec.empty()
@@ -402,9 +410,12 @@ class Recommender:
             sess_vec = SparseVec.sum_of([(sess_vec, 1.0), (searched, 1.0)])
         anchor_vec = SparseVec.empty()
         anchor_src: npt.NDArray[np.int64] | None = None
+        anchor_at = np.zeros(0, np.int64)
+        if anchor is not None:
+            anchor_at = cat.ids.to_internal([anchor])
+            anchor_at = anchor_at[anchor_at >= 0]
         if slot == "product" and anchor is not None:
-            a = cat.ids.to_internal([anchor])
-            a = a[a >= 0]
+            a = anchor_at
             if a.size:
                 same = cat.items_of(cat.category[a[:1]])
                 anchor_vec = SparseVec.sum_of(
@@ -429,40 +440,57 @@ class Recommender:
                 ]
             )
             anchor_src = last_idx
-        if al.crowd is None and al.collab is None:  # nothing learned: session, then catalog order
-            scores = np.arange(n, 0, -1, dtype=np.float64) * 1e-9
-            sess_vec.add_to(scores, 1.0)
-            anchor_vec.add_to(scores, 1.0)
-        else:
-            cooc.add_to(scores, e * blend.a_cooc)
-            rep.add_to(scores, blend.a_rep)
-            sess_vec.add_to(scores, blend.a_sess)
-            anchor_vec.add_to(scores, blend.a_anchor)
 
         # rules and filters: the cached effects of the active rules, the stock in the
         # shopper's sizes, then what this person may not see
         eff = self._effects(cat, slot, now_us)
-        static = self._static(al, eff, blend.a_trend)  # trend and rules: one cached vector
-        if static is not None:
-            scores += static
-        # in place: an item shown is never blocked, so its score is still its own
-        final = scores
-        np.copyto(final, -np.inf, where=self._blocked(cat, sizes, eff))
-        final[bought_items[al.repeat_rate[bought_items] < blend.repeat_threshold]] = -np.inf
-        for cid in person.customer_ids:  # never the shopper's own listings
-            own = cat.listings.get(cid)
-            if own is not None:
-                final[own] = -np.inf
-        final[cart_idx] = -np.inf
-        if anchor is not None:
-            a = cat.ids.to_internal([anchor])
-            final[a[a >= 0]] = -np.inf
+        part = self._partition(al, eff, blend.a_trend)
+        crowd = part.crowd(country, al.popularity(country))
+        sparse = [(cooc, e * blend.a_cooc), (rep, blend.a_rep)]
+        sparse += [(sess_vec, blend.a_sess), (anchor_vec, blend.a_anchor)]
+        nothing_learned = al.crowd is None and al.collab is None
+        if nothing_learned:  # nothing learned: session, then catalog order
+            sparse = [(sess_vec, 1.0), (anchor_vec, 1.0)]
+        own = [cat.listings[c] for c in person.customer_ids if c in cat.listings]
+        never = np.concatenate(
+            [
+                bought_items[al.repeat_rate[bought_items] < blend.repeat_threshold],
+                cart_idx,
+                anchor_at,
+                *own,  # never the shopper's own listings
+            ]
+        ).astype(np.int64)
+        pinned = np.array([i for _p, i, _r in eff.pins], dtype=np.int64)
+        must = [v.idx for v, _c in sparse] + [pinned]
+        m = min(n, max(10 * k, 200))
+        depth = n if self.exact or nothing_learned else self.depth
+        blocked = self._blocked(cat, sizes, eff)
+        # the products with the factors are memory-bound: single-threaded BLAS, two BLAS threads
+        # beside the server's own work made them 2-3x slower on 2 cores (measured)
+        first = True  # the first pool may leave out groups that cannot reach the top m
+        with blas_single_thread(rescan=False):
+            while True:
+                pool = part.pool(
+                    crowd, xu, e=e, a_als=blend.a_als, depth=depth, must=must, m=m if first else 0
+                )
+                first = False
+                final, als_c = _blend(pool, crowd.pop, sparse, e, blend.a_als, nothing_learned)
+                np.copyto(final, -np.inf, where=blocked if pool.whole else blocked[pool.items])
+                pool.kill(final, never)
+                ranked, kth = best_ranked(final, pool.items, m)
+                slack = 1e-12 * abs(pool.bound)  # the bound's own rounding
+                if pool.whole or (ranked.size >= m and kth > pool.bound + slack):
+                    break
+                # the bound failed: read deeper; too few passed the filters: the whole catalog
+                depth = depth * 2 if ranked.size >= m else n
+                self.passes["widened"] += 1
+        self.passes["whole" if pool.whole else "pool"] += 1
+        scores = _lookup(pool.items, final)
+        als = None if als_c is None else SparseVec(pool.items, als_c)
         fallback = self._fallback(person, al, evidence)
 
         # candidates, diversity, pins, the final stock check
-        part = top_candidates(final, min(n, max(10 * k, 200)))
-        ranked = part[np.argsort(-final[part], kind="stable")]
-        pins = [(pos, i, r) for pos, i, r in eff.pins if np.isfinite(final[i])]
+        pins = [(pos, i, r) for pos, i, r in eff.pins if np.isfinite(scores(i))]
         if ranked.size == 0 and not pins:
             return Recommendations([], "nothing_available", versions, slot, person.person_id)
         variants: dict[str, str] = {}
@@ -481,6 +509,9 @@ class Recommender:
         )
         view_mask = np.array([x == "view" for x in types], dtype=bool)
         viewed_set = set(idx[ok & view_mask].tolist()) if ok.any() else set()
+        at_orders, at_sess = orders.take(chosen_idx), sess_vec.take(chosen_idx)
+        at_searched = searched.take(chosen_idx)
+        at_als = None if als is None else als.take(chosen_idx)
         items = []
         for rank, (i, rule) in enumerate(chosen, start=1):
             rs = self._reasons(
@@ -491,12 +522,12 @@ class Recommender:
                 eff,
                 anchor_block=anchor_block,
                 own_block=own_block,
-                orders=orders,
+                orders=at_orders,
                 viewed=viewed_set,
-                sess=sess_vec,
-                searched=searched,
+                sess=at_sess,
+                searched=at_searched,
                 queries=queries,
-                als=als,
+                als=at_als,
                 evidence=evidence,
                 blend=blend,
                 brands=brands,
@@ -504,7 +535,7 @@ class Recommender:
                 country=country,
             )
             pid = str(cat.ids.external[i])
-            items.append(RecommendedItem(pid, variants.get(pid), float(scores[i]), rank, rs))
+            items.append(RecommendedItem(pid, variants.get(pid), scores(int(i)), rank, rs))
         return Recommendations(items, fallback, versions, slot, person.person_id)
 
     def _effects(self, cat: CatalogIndex, slot: str, now_us: int) -> Effects:
@@ -550,6 +581,29 @@ class Recommender:
                 vec = vec + eff.adj
             got = (al, eff, vec)
             self._static_cache[key] = got
+        return got[2]
+
+    def _partition(self, al: Aligned, eff: Effects, a_trend: float) -> Partition:
+        """The catalog's groups, lists and factor indexes of :mod:`concierge.decide.retrieval`,
+        built once per (models, catalog, rules)."""
+        key = (id(al), id(eff), a_trend)
+        got = self._part_cache.get(key)
+        if got is None or got[0] is not al or got[1] is not eff:
+            with self._lock:
+                got = self._part_cache.get(key)
+                if got is None or got[0] is not al or got[1] is not eff:
+                    if len(self._part_cache) > 4:  # each holds a copy of the factors
+                        self._part_cache.clear()
+                    part = Partition.build(
+                        len(al.items),
+                        trend=al.trend_term(a_trend) if a_trend else None,
+                        adj=eff.adj,
+                        static=self._static(al, eff, a_trend),
+                        known=al.known,
+                        factors=al.known_factors,
+                    )
+                    got = (al, eff, part)
+                    self._part_cache[key] = got
         return got[2]
 
     def _fallback(self, person: Person, al: Aligned, evidence: float) -> str | None:
@@ -611,12 +665,12 @@ class Recommender:
         *,
         anchor_block: SourceBlock | None,
         own_block: SourceBlock | None,
-        orders: SparseVec,
+        orders: Lookup,
         viewed: set[int],
-        sess: SparseVec,
-        searched: SparseVec,
+        sess: Lookup,
+        searched: Lookup,
         queries: list[str],
-        als: SparseVec | None,
+        als: Lookup | None,
         evidence: float,
         blend: BlendParams,
         brands: list[tuple[str, float]],
@@ -663,9 +717,10 @@ class Recommender:
                 if al.size_popularity(size)[i] > 0:
                     out.append(why.your_size(size))
                     break
-        if al.trend[i] >= 1.5:
-            out.append(why.trending(float(al.trend[i])))
-        if not out or al.pop[i] >= al.pop_top:
+        trend = float(al.trend[i])
+        if trend >= 1.5:
+            out.append(why.trending(trend))
+        if not out or float(al.pop[i]) >= al.pop_top:
             out.append(why.popular(country))
         return out
 
@@ -695,6 +750,64 @@ def top_candidates(scores: F, m: int) -> npt.NDArray[np.int64]:
     return part[np.isfinite(scores[part])]
 
 
+def best_ranked(
+    final: F, items: npt.NDArray[np.int64], m: int
+) -> tuple[npt.NDArray[np.int64], float]:
+    """The ``m`` best finite scores of ``final`` (over catalog positions ``items``, ascending)
+    as positions, best first, ties by position; and the ``m``-th best score (-inf when fewer
+    than ``m`` are finite). Deterministic, so a pool and the whole catalog agree on ties."""
+    cand = top_candidates(final, m)
+    if cand.size == 0:
+        return np.zeros(0, np.int64), -np.inf
+    sel = np.flatnonzero(final >= final[cand].min()) if cand.size >= m else cand
+    order = np.lexsort((items[sel], -final[sel]))[:m]
+    kth = float(final[sel[order[-1]]]) if order.size >= m else -np.inf
+    return items[sel[order]], kth
+
+
+def _blend(
+    pool: Pool,
+    pop: F,
+    sparse: list[tuple[SparseVec, float]],
+    e: float,
+    a_als: float,
+    catalog_order: bool,
+) -> tuple[F, F32 | None]:
+    """The blend of :mod:`concierge.decide.rank` over the pool, term by term in the order the
+    whole-catalog pass always added them, and the pool's ALS term."""
+    items = pool.items
+    if catalog_order:  # nothing learned: the session, then catalog order
+        sc: F = (pool.part.n - items).astype(np.float64) * 1e-9
+    else:
+        sc = (1.0 - e) * (pop if pool.whole else pop[items])
+    als = pool.als()
+    if als is not None:
+        sc += (e * a_als) * als
+    for vec, coef in sparse:
+        if vec.idx.size and coef:
+            sc[pool.at(vec.idx)] += coef * vec.val
+    if pool.part.static is not None:
+        sc += pool.part.static if pool.whole else pool.part.static[items]
+    return sc, als
+
+
+def _lookup(items: npt.NDArray[np.int64], final: F) -> Any:
+    """``score(i)`` of a catalog position (-inf outside the pool)."""
+
+    def score(i: int) -> float:
+        p = int(np.searchsorted(items, i))
+        return float(final[p]) if p < items.size and items[p] == i else -math.inf
+
+    return score
+
+
+class Lookup(dict[int, float]):
+    """Values at a few catalog positions; 0 for any other."""
+
+    def __missing__(self, key: int) -> float:
+        return 0.0
+
+
 class SparseVec:
     """A vector over the catalog kept as sorted, unique positions and their values."""
 
@@ -722,6 +835,14 @@ class SparseVec:
     def add_to(self, dense: F, coef: float) -> None:
         if self.idx.size and coef:
             dense[self.idx] += coef * self.val
+
+    def take(self, positions: npt.NDArray[np.int64]) -> Lookup:
+        """The values at ``positions``, as a dict (the reasons read a few, one by one)."""
+        if self.idx.size == 0:
+            return Lookup()
+        pos = np.minimum(np.searchsorted(self.idx, positions), self.idx.size - 1)
+        val = np.where(self.idx[pos] == positions, self.val[pos], 0.0)
+        return Lookup(zip(positions.tolist(), val.tolist(), strict=True))
 
     def __getitem__(self, i: int) -> float:
         pos = int(np.searchsorted(self.idx, i))
@@ -774,6 +895,10 @@ class SourceBlock:
         scale = None if weights is None else weights / (weights.max() or 1.0)
         self.raw = {k: _block(sims[k], src, chosen) for k in self.KINDS}
         self.scaled = {k: (v if scale is None else v * scale[:, None]) for k, v in self.raw.items()}
+        # each chosen item's strongest source per kind, for all of them at once
+        empty = src.size == 0 or chosen.size == 0
+        self.arg = {k: (v.argmax(axis=0) if not empty else None) for k, v in self.scaled.items()}
+        self.top = {k: (v.max(axis=0) if not empty else None) for k, v in self.scaled.items()}
 
     def best(self, i: int) -> tuple[int, str, float] | None:
         c = self.col.get(i)
@@ -782,10 +907,11 @@ class SourceBlock:
         best: tuple[int, str, float] | None = None
         best_v = 0.0
         for kind in self.KINDS:
-            col = self.scaled[kind][:, c]
-            if col.size and col.max() > best_v:
-                j = int(col.argmax())
-                best_v = float(col[j])
+            top, arg = self.top[kind], self.arg[kind]
+            assert top is not None and arg is not None
+            if top[c] > best_v:
+                j = int(arg[c])
+                best_v = float(top[c])
                 best = (int(self.src[j]), kind, float(self.raw[kind][j, c]))
         return best
 

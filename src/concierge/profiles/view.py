@@ -27,15 +27,26 @@ def _iso(us: int | None) -> str | None:
     return None if us is None else from_us(us).isoformat()
 
 
-def affinities(doc: Doc, *, as_of_us: int, half_life_days: float, top: int = 10) -> dict[str, Any]:
-    """Decayed affinity per dimension, as shares of the positive mass, strongest first."""
+def affinities(
+    doc: Doc,
+    *,
+    as_of_us: int,
+    half_life_days: float,
+    top: int = 10,
+    dims: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """Decayed affinity per dimension, as shares of the positive mass, strongest first
+    (only the dimensions ``dims`` when given: the request path of recommendations reads two)."""
     factor = 2.0 ** (-(as_of_us - ANCHOR_US) / (half_life_days * DAY_US))
-    dims: dict[str, dict[str, float]] = defaultdict(dict)
+    by_dim: dict[str, dict[str, float]] = defaultdict(dict)
+    prefixes = None if dims is None else tuple(d + "=" for d in dims)
     for facet, anchored in doc["affinity"].items():
+        if prefixes is not None and not facet.startswith(prefixes):
+            continue
         dim, _, value = facet.partition("=")
-        dims[dim][value] = anchored * factor
+        by_dim[dim][value] = anchored * factor
     out: dict[str, Any] = {}
-    for dim, values in sorted(dims.items()):
+    for dim, values in sorted(by_dim.items()):
         positive = {k: v for k, v in values.items() if v > NOISE}
         total = sum(positive.values())
         if total <= 0:

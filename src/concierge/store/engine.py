@@ -150,7 +150,8 @@ class RawReader:
         if self.postgres:
             sql = sql.replace("?", "%s")
         self.cursor.execute(sql, tuple(params))
-        return [tuple(r) for r in self.cursor.fetchall()]
+        rows: list[tuple[Any, ...]] = self.cursor.fetchall()  # tuples on both drivers
+        return rows
 
     def among(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
         """``column IN (?, ...)`` on SQLite, ``column = ANY(?)`` (one array) on PostgreSQL, and
