@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, select, update
 
 from concierge.store import tables as t
 from concierge.store.engine import Store
@@ -75,31 +75,36 @@ def claim(
     limit: int,
     lease_us: int,
 ) -> list[Due]:
-    """Claim up to ``limit`` due rows (and rows of expired leases), oldest first."""
+    """Claim up to ``limit`` due rows (and rows of expired leases), oldest first.
+
+    The two kinds are read by two queries, each walking the ``(status, due_us, due_id)``
+    index in order and stopping after ``limit`` rows; their union is then cut to ``limit``.
+    One query with ``OR`` made SQLite and PostgreSQL collect every due row and sort them for
+    each claim, so a claim's cost grew with the queue (a broadcast with its square: measured
+    3.5 s of claims for 100,000 people, 35 µs a person, against 7 at 20,000)."""
     q = t.due_queue
-    cond = or_(
+    cols = (
+        q.c.due_id,
+        q.c.campaign_id,
+        q.c.step,
+        q.c.person_id,
+        q.c.occasion,
+        q.c.due_us,
+        q.c.attempts,
+        q.c.trigger_us,
+        q.c.context,
+    )
+    rows: list[Any] = []
+    for cond in (
         and_(q.c.status == "pending", q.c.due_us <= now_us),
         and_(q.c.status == "claimed", q.c.lease_until_us < now_us),
-    )
-    sel = (
-        select(
-            q.c.due_id,
-            q.c.campaign_id,
-            q.c.step,
-            q.c.person_id,
-            q.c.occasion,
-            q.c.due_us,
-            q.c.attempts,
-            q.c.trigger_us,
-            q.c.context,
-        )
-        .where(cond)
-        .order_by(q.c.due_us, q.c.due_id)
-        .limit(limit)
-    )
-    if store.backend == "postgresql":
-        sel = sel.with_for_update(skip_locked=True)
-    rows = conn.execute(sel).all()
+    ):
+        sel = select(*cols).where(cond).order_by(q.c.due_us, q.c.due_id).limit(limit)
+        if store.backend == "postgresql":
+            sel = sel.with_for_update(skip_locked=True)
+        rows += conn.execute(sel).all()
+    rows.sort(key=lambda r: (r[5], r[0]))
+    del rows[limit:]
     if not rows:
         return []
     ids = [r[0] for r in rows]

@@ -100,12 +100,16 @@ class TickReport:
     resent: int = 0  # reserved by a worker that died before the provider completed them
     reconciled: int = 0  # committed by a worker that died after: counted as sent
     lease: bool = True
+    claim_s: float = 0.0  # the lease, catalog occasions and claiming due rows
+    claim_cpu_s: float = 0.0
     decide_s: float = 0.0  # policy, rendering and outbox writes
+    decide_cpu_s: float = 0.0  # the CPU time of this thread in them (load does not inflate it)
     deliver_s: float = 0.0  # the channels, and recording their results
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["decide_s"], out["deliver_s"] = round(self.decide_s, 4), round(self.deliver_s, 4)
+        for k in ("claim_s", "claim_cpu_s", "decide_s", "decide_cpu_s", "deliver_s"):
+            out[k] = round(getattr(self, k), 4)
         return out
 
     def add(self, other: TickReport) -> None:
@@ -206,6 +210,7 @@ class Worker:
             self.cg.apply_pending()
         now = self.now_us()
         cfg = self.config
+        started, started_cpu = time.perf_counter(), time.thread_time()
         with self.store.write() as conn:
             if self.store.backend == "sqlite" and not due_queue.hold_lease(
                 conn,
@@ -229,6 +234,8 @@ class Worker:
             )
             policy = service.policy(conn, self.store)
             signer = service.signer(conn, self.store)
+        report.claim_s += time.perf_counter() - started
+        report.claim_cpu_s += time.thread_time() - started_cpu
         report.claimed = len(claimed)
         if not claimed:
             return report
@@ -317,7 +324,7 @@ class Worker:
     ) -> None:
         now = self.now_us()
         sends: list[_Send] = []
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         with self.store.write() as conn:
             persons = sorted({d.person_id for d in chunk})
             if self.store.backend == "postgresql":
@@ -355,6 +362,7 @@ class Worker:
             batch.flush(conn, self.store, now)
         decided = time.perf_counter()
         report.decide_s += decided - started
+        report.decide_cpu_s += time.thread_time() - started_cpu
         if not sends:
             return
         by_channel: dict[str, list[_Send]] = {}
