@@ -12,11 +12,10 @@ redirect (which would make us an open redirector). The secret lives in the store
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
-from html import escape
+from html import escape, unescape
 from typing import Any, Literal
 
 import orjson
@@ -74,8 +73,6 @@ def track_html(
     links: list[str] = []
 
     def rewrite(m: re.Match[str]) -> str:
-        from html import unescape
-
         url = unescape(m.group(1))
         links.append(url)
         token = signer.sign("c", {**ident, "u": url})
