@@ -133,10 +133,16 @@ def claim(
                 updated_us=now_us,
             )
         )
-    return [
-        Due(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), orjson.loads(r[8]))
-        for r in rows
-    ]
+    # a broadcast's rows share one context text: parsed once and shared (nothing mutates a
+    # claimed row's context; the worker copies what it extends)
+    parsed: dict[str, dict[str, Any]] = {}
+    out: list[Due] = []
+    for r in rows:
+        ctx = parsed.get(r[8])
+        if ctx is None:
+            ctx = parsed[r[8]] = orjson.loads(r[8])
+        out.append(Due(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), ctx))
+    return out
 
 
 def finish(conn: Connection, due_ids: Sequence[int], outcome: str, *, now_us: int) -> None:
