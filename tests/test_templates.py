@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaign_data import cart_campaign, customer, iso, store_with_catalog
 from concierge import Concierge
@@ -229,3 +231,72 @@ def test_recommender_source_is_the_recommender(cg: Concierge, clock: FrozenClock
     assert shown == [r.product_id for r in recs.items if r.product_id != "p3"][: len(shown)]
     first = recs.items[0]
     assert out["blocks"]["items"][0]["reason"] == "; ".join(x.text for x in first.reasons)
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("ab <>&\"'{}#%\n")), max_size=12)
+_VALUE = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.sampled_from(["<script>alert(1)</script>", "{{ 7*7 }}", "{% raw %}", "A & B", "é"]),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300)
+@given(
+    texts=st.lists(_TEXT, min_size=1, max_size=5),
+    names=st.lists(st.sampled_from(["name", "city", "brand", "missing"]), max_size=4),
+    values=st.fixed_dictionaries({"name": _VALUE, "city": _VALUE}),
+    html=st.booleans(),
+)
+def test_plain_templates_render_exactly_as_jinja(
+    texts: list[str], names: list[str], values: dict[str, Any], html: bool
+) -> None:
+    """Text-and-variables templates skip Jinja's render call (``_Plain``): for any text (with
+    comments, raw blocks and a trailing newline) and any values, the output, the escaping and
+    an undefined name's error are exactly Jinja's."""
+    from jinja2 import TemplateSyntaxError, UndefinedError
+
+    from concierge.campaigns.templates import _Plain
+
+    source = texts[0] + "".join(
+        f"{{{{ {n} }}}}{t}" for n, t in zip(names, [*texts[1:], *[""] * len(names)], strict=False)
+    )
+    source += "{# a comment #}{% raw %}{{ raw }}{% endraw %}\n"
+    r = Renderer()
+    env = r.html_env if html else r.text_env
+    try:
+        jinja = env.from_string(source)
+    except TemplateSyntaxError:
+        return  # refused at creation (validate_campaign), never rendered
+    plain = _Plain.of(env, source, jinja)
+    assert plain is not None
+    ctx = {**values, "brand": {"name": "<b>Shop</b>"}}
+    try:
+        expected = jinja.render(ctx)
+    except UndefinedError as exc:
+        with pytest.raises(UndefinedError, match=exc.message or ""):
+            plain.render(ctx)
+        return
+    assert plain.render(ctx) == expected
+    assert r._template(source, html=html).render(ctx) == expected
+
+
+def test_templates_with_logic_or_filters_stay_with_jinja() -> None:
+    from concierge.campaigns.templates import _Plain
+
+    r = Renderer()
+    for source in (
+        "{{ name | upper }}",
+        "{% if name %}x{% endif %}",
+        "{{ name.__class__ }}",
+        "{{ 7*7 }}",
+        "{{ brand.name }}",
+        '{% extends "layout:x" %}',
+    ):
+        assert _Plain.of(r.html_env, source, None) is None, source
+    assert _Plain.of(r.html_env, "Hi {{ name }}!", None) is not None

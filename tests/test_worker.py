@@ -323,3 +323,37 @@ def test_sqlite_lease_lets_one_worker_at_a_time(
         assert first.tick().lease is False  # now the second holds it
     else:  # PostgreSQL needs no lease: workers share the queue with SKIP LOCKED
         assert busy is True and taken is True
+
+
+def test_claims_take_the_oldest_due_and_expired_rows_in_order_without_sorting(
+    cg: Concierge,
+) -> None:
+    """Pending rows due now and rows whose lease ran out are claimed together, oldest first
+    (due time, then queue order), at most ``limit``; each kind is read by walking the claim
+    index in order (a sort of every due row per claim made a broadcast quadratic)."""
+    from concierge.campaigns import due_queue
+
+    store = cg.store
+    rows = [
+        {"campaign_id": "b", "person_id": f"p{i}", "occasion": "o", "due_us": due, "trigger_us": 0}
+        for i, due in enumerate([50, 10, 10, 30, 10, 999])
+    ]
+    with store.write() as conn:
+        assert due_queue.enqueue(conn, store, rows, now_us=0) == 6
+        first = due_queue.claim(conn, store, owner="a", now_us=100, limit=2, lease_us=1_000)
+        assert [d.person_id for d in first] == ["p1", "p2"]  # due 10, in queue order
+        second = due_queue.claim(conn, store, owner="b", now_us=200, limit=2, lease_us=10)
+        assert [d.person_id for d in second] == ["p4", "p3"]  # a's rows are still leased
+        # b's leases run out at 210, a's at 1,100: at 500 b's rows come back, with the rest
+        third = due_queue.claim(conn, store, owner="c", now_us=500, limit=3, lease_us=1_000)
+        assert [d.person_id for d in third] == ["p4", "p3", "p0"]
+        assert due_queue.claim(conn, store, owner="d", now_us=500, limit=3, lease_us=1) == []
+        if store.backend == "sqlite":
+            for kind in ("pending", "expired"):
+                sql = due_queue.claimable(kind, now_us=500, limit=3).compile(
+                    dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+                )
+                plan = " ".join(
+                    str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+                )
+                assert "ix_due_queue_claim" in plan and "TEMP B-TREE" not in plan, plan

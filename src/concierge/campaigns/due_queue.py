@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, Select, and_, select, update
 
 from concierge.store import tables as t
 from concierge.store.engine import Store
@@ -66,22 +66,16 @@ def enqueue(conn: Connection, store: Store, rows: Sequence[dict[str, Any]], *, n
     return total
 
 
-def claim(
-    conn: Connection,
-    store: Store,
-    *,
-    owner: str,
-    now_us: int,
-    limit: int,
-    lease_us: int,
-) -> list[Due]:
-    """Claim up to ``limit`` due rows (and rows of expired leases), oldest first."""
+def claimable(kind: Literal["pending", "expired"], *, now_us: int, limit: int) -> Select[Any]:
+    """The first ``limit`` rows due now (``pending``) or whose lease ran out (``expired``), in
+    claim order: one walk of the ``(status, due_us, due_id)`` index, no sort."""
     q = t.due_queue
-    cond = or_(
-        and_(q.c.status == "pending", q.c.due_us <= now_us),
-        and_(q.c.status == "claimed", q.c.lease_until_us < now_us),
+    cond = (
+        and_(q.c.status == "pending", q.c.due_us <= now_us)
+        if kind == "pending"
+        else and_(q.c.status == "claimed", q.c.lease_until_us < now_us)
     )
-    sel = (
+    return (
         select(
             q.c.due_id,
             q.c.campaign_id,
@@ -97,9 +91,34 @@ def claim(
         .order_by(q.c.due_us, q.c.due_id)
         .limit(limit)
     )
-    if store.backend == "postgresql":
-        sel = sel.with_for_update(skip_locked=True)
-    rows = conn.execute(sel).all()
+
+
+def claim(
+    conn: Connection,
+    store: Store,
+    *,
+    owner: str,
+    now_us: int,
+    limit: int,
+    lease_us: int,
+) -> list[Due]:
+    """Claim up to ``limit`` due rows (and rows of expired leases), oldest first.
+
+    The two kinds are read by two queries, each walking the ``(status, due_us, due_id)``
+    index in order and stopping after ``limit`` rows; their union is then cut to ``limit``.
+    One query with ``OR`` made SQLite and PostgreSQL collect every due row and sort them for
+    each claim, so a claim's cost grew with the queue (a broadcast with its square: measured
+    3.5 s of claims for 100,000 people, 35 µs a person, against 7 at 20,000)."""
+    q = t.due_queue
+    rows: list[Any] = []
+    kinds: tuple[Literal["pending", "expired"], ...] = ("pending", "expired")
+    for kind in kinds:
+        sel = claimable(kind, now_us=now_us, limit=limit)
+        if store.backend == "postgresql":
+            sel = sel.with_for_update(skip_locked=True)
+        rows += conn.execute(sel).all()
+    rows.sort(key=lambda r: (r[5], r[0]))
+    del rows[limit:]
     if not rows:
         return []
     ids = [r[0] for r in rows]
@@ -114,10 +133,16 @@ def claim(
                 updated_us=now_us,
             )
         )
-    return [
-        Due(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), orjson.loads(r[8]))
-        for r in rows
-    ]
+    # a broadcast's rows share one context text: parsed once and shared (nothing mutates a
+    # claimed row's context; the worker copies what it extends)
+    parsed: dict[str, dict[str, Any]] = {}
+    out: list[Due] = []
+    for r in rows:
+        ctx = parsed.get(r[8])
+        if ctx is None:
+            ctx = parsed[r[8]] = orjson.loads(r[8])
+        out.append(Due(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7]), ctx))
+    return out
 
 
 def finish(conn: Connection, due_ids: Sequence[int], outcome: str, *, now_us: int) -> None:

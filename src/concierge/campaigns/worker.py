@@ -100,12 +100,16 @@ class TickReport:
     resent: int = 0  # reserved by a worker that died before the provider completed them
     reconciled: int = 0  # committed by a worker that died after: counted as sent
     lease: bool = True
+    claim_s: float = 0.0  # the lease, catalog occasions and claiming due rows
+    claim_cpu_s: float = 0.0
     decide_s: float = 0.0  # policy, rendering and outbox writes
+    decide_cpu_s: float = 0.0  # the CPU time of this thread in them (load does not inflate it)
     deliver_s: float = 0.0  # the channels, and recording their results
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["decide_s"], out["deliver_s"] = round(self.decide_s, 4), round(self.deliver_s, 4)
+        for k in ("claim_s", "claim_cpu_s", "decide_s", "decide_cpu_s", "deliver_s"):
+            out[k] = round(getattr(self, k), 4)
         return out
 
     def add(self, other: TickReport) -> None:
@@ -158,6 +162,7 @@ class Worker:
         self.engine = engine or concierge.campaign_engine()
         self._campaigns: dict[tuple[str, int], Campaign] = {}
         self._delivered: list[dict[str, Any]] = []
+        self._memo = _Memo()
 
     def now_us(self) -> int:
         return self.cg._now_us()
@@ -206,6 +211,7 @@ class Worker:
             self.cg.apply_pending()
         now = self.now_us()
         cfg = self.config
+        started, started_cpu = time.perf_counter(), time.thread_time()
         with self.store.write() as conn:
             if self.store.backend == "sqlite" and not due_queue.hold_lease(
                 conn,
@@ -229,6 +235,8 @@ class Worker:
             )
             policy = service.policy(conn, self.store)
             signer = service.signer(conn, self.store)
+        report.claim_s += time.perf_counter() - started
+        report.claim_cpu_s += time.thread_time() - started_cpu
         report.claimed = len(claimed)
         if not claimed:
             return report
@@ -317,12 +325,18 @@ class Worker:
     ) -> None:
         now = self.now_us()
         sends: list[_Send] = []
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         with self.store.write() as conn:
             persons = sorted({d.person_id for d in chunk})
             if self.store.backend == "postgresql":
-                for p in persons:  # sorted: no deadlock between workers
-                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(p)s))", {"p": p})
+                # one statement, taking the locks in the sorted order of the array (a function
+                # scan yields its rows in order): no deadlock between workers, and one round
+                # trip a chunk instead of one a person
+                conn.exec_driver_sql(
+                    "SELECT count(pg_advisory_xact_lock(hashtext(p))) "
+                    "FROM unnest(CAST(%(ps)s AS text[])) AS u(p)",
+                    {"ps": persons},
+                )
             docs = self.engine.docs(conn, persons)
             recent = self._recent(conn, persons, now)
             pinned = [self._pinned(conn, camps.get(d.campaign_id), d) for d in chunk]
@@ -355,6 +369,7 @@ class Worker:
             batch.flush(conn, self.store, now)
         decided = time.perf_counter()
         report.decide_s += decided - started
+        report.decide_cpu_s += time.thread_time() - started_cpu
         if not sends:
             return
         by_channel: dict[str, list[_Send]] = {}
@@ -537,9 +552,9 @@ class Worker:
                 "priority": campaign.priority,
                 "expected_value": campaign.expected_value,
             },
-            "why": _why(campaign, d),
+            "why": _why(campaign, d, self._memo),
             "policy": decision.as_dict(),
-            "decided_at": from_us(now).isoformat(),
+            "decided_at": self._memo.iso(now),
         }
         base: dict[str, Any] = {
             "key": key,
@@ -936,8 +951,34 @@ def _step_id(camp: tuple[Campaign, int, str] | None, d: Due) -> str:
     return d.step
 
 
-def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
-    out: dict[str, Any] = {"occasion": d.occasion, "at": from_us(d.trigger_us).isoformat()}
+class _Memo:
+    """What explanations repeat for every person of a broadcast, computed once: the audience
+    rule of a campaign and the ISO text of an instant."""
+
+    def __init__(self) -> None:
+        self._rules: dict[int, tuple[Campaign, list[dict[str, Any]]]] = {}
+        self._iso: dict[int, str] = {}
+
+    def rule(self, campaign: Campaign) -> list[dict[str, Any]]:
+        got = self._rules.get(id(campaign))
+        if got is None or got[0] is not campaign:  # the campaign is kept: its id is not reused
+            if len(self._rules) > 1_000:
+                self._rules.clear()
+            rule = [c.model_dump() for c in campaign.audience.all] if campaign.audience else []
+            got = self._rules[id(campaign)] = (campaign, rule)
+        return got[1]
+
+    def iso(self, us: int) -> str:
+        text = self._iso.get(us)
+        if text is None:
+            if len(self._iso) > 10_000:
+                self._iso.clear()
+            text = self._iso[us] = from_us(us).isoformat()
+        return text
+
+
+def _why(campaign: Campaign, d: Due, memo: _Memo) -> dict[str, Any]:
+    out: dict[str, Any] = {"occasion": d.occasion, "at": memo.iso(d.trigger_us)}
     if campaign.journey is not None:
         out["journey"] = {
             k: d.context[k] for k in ("path", "split", "branch") if k in d.context
@@ -949,7 +990,7 @@ def _why(campaign: Campaign, d: Due) -> dict[str, Any]:
             if k in d.context:
                 out[k] = d.context[k]
     if campaign.audience is not None:
-        out["audience"] = [c.model_dump() for c in campaign.audience.all]
+        out["audience"] = memo.rule(campaign)
     for k in ("entered", "stored_audience", "segment_id"):
         if k in d.context:
             out[k] = d.context[k]

@@ -12,11 +12,10 @@ redirect (which would make us an open redirector). The secret lives in the store
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
-from html import escape
+from html import escape, unescape
 from typing import Any, Literal
 
 import orjson
@@ -42,7 +41,9 @@ class Signer:
         self._secret = secret.encode()
 
     def _mac(self, kind: str, body: str) -> str:
-        return _b64(hmac.new(self._secret, f"{kind}.{body}".encode(), hashlib.sha256).digest()[:16])
+        # the one-shot hmac.digest (OpenSSL's HMAC, no hmac.HMAC object): a third less time a
+        # token, and a broadcast signs four tokens a message
+        return _b64(hmac.digest(self._secret, f"{kind}.{body}".encode(), "sha256")[:16])
 
     def sign(self, kind: Kind, payload: dict[str, Any]) -> str:
         body = _b64(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS))
@@ -72,8 +73,6 @@ def track_html(
     links: list[str] = []
 
     def rewrite(m: re.Match[str]) -> str:
-        from html import unescape
-
         url = unescape(m.group(1))
         links.append(url)
         token = signer.sign("c", {**ident, "u": url})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import threading
@@ -91,6 +92,11 @@ def worker(
         provider_token=provider_token,
     )
     w = c.worker(channels, claim=claim, lease_s=lease_seconds)
+    # everything set up so far (modules, models, the store) lives as long as the process: out
+    # of the collector's way, so its full collections scan only the worker's own objects (they
+    # came once per 1,000 sends and scanned ~130,000 objects each: 29 % of a broadcast's CPU,
+    # measured on 100,000 people). Frozen objects are still freed by their reference counts.
+    gc.freeze()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

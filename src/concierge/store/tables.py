@@ -342,7 +342,8 @@ due_queue = Table(
     Column("updated_us", BigInteger, nullable=False),
     UniqueConstraint("campaign_id", "step", "person_id", "occasion", name="uq_due_queue_key"),
 )
-Index("ix_due_queue_status_due_us", due_queue.c.status, due_queue.c.due_us)
+# claim order (migration 0008): the first due rows are read in order, never sorted
+Index("ix_due_queue_claim", due_queue.c.status, due_queue.c.due_us, due_queue.c.due_id)
 Index("ix_due_queue_person_id", due_queue.c.person_id, due_queue.c.campaign_id)
 
 outbox = Table(
