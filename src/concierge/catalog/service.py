@@ -225,6 +225,50 @@ def set_stock(conn: Connection, updates: Sequence[StockUpdate], *, now_us: int) 
     return counts
 
 
+def mark_sold(conn: Connection, product_ids: Sequence[str], *, now_us: int) -> int:
+    """A ``sale`` of a one-of-a-kind item takes it out of stock at once (its seller's feed may
+    follow much later): every variant still in stock goes to 0, recorded as ``out_of_stock``
+    catalog events, so recommendations and campaigns stop offering it. Called in the append
+    transaction of the sale, once per stored sale event; items that are not one-of-a-kind
+    keep their stock (a sale of one of many is the feed's business). Returns variants changed."""
+    if not product_ids:
+        return 0
+    rows: list[Any] = []
+    for chunk in _chunks(list(product_ids)):
+        rows += conn.execute(
+            select(t.variants.c.product_id, t.variants.c.variant_id, t.variants.c.stock)
+            .join(t.products, t.products.c.product_id == t.variants.c.product_id)
+            .where(
+                t.products.c.one_of_a_kind,
+                t.variants.c.stock > 0,
+                t.variants.c.product_id.in_(chunk),
+            )
+        ).all()
+    if not rows:
+        return 0
+    for pid, vid, _stock in rows:
+        conn.execute(
+            update(t.variants)
+            .where(and_(t.variants.c.product_id == pid, t.variants.c.variant_id == vid))
+            .values(stock=0)
+        )
+    conn.execute(
+        t.catalog_events.insert(),
+        [
+            {
+                "type": "out_of_stock",
+                "product_id": pid,
+                "variant_id": vid,
+                "old_value": stock,
+                "new_value": 0,
+                "ts_us": now_us,
+            }
+            for pid, vid, stock in rows
+        ],
+    )
+    return len(rows)
+
+
 def _only_variant(conn: Connection, product_id: str, index: int) -> str:
     vids = (
         conn.execute(select(t.variants.c.variant_id).where(t.variants.c.product_id == product_id))

@@ -248,6 +248,9 @@ class Ingestor:
             conn.exec_driver_sql(
                 _SQLITE_ITEMS, [(*r, f) for r, f in zip(it_rows, facets, strict=True)]
             )
+        sold = [e.product_id for e in first if e.type == "sale" and e.product_id]
+        if sold:
+            catalog.mark_sold(conn, sorted(set(sold)), now_us=now_us)
         result.accepted = len(first)
         return result
 
@@ -401,6 +404,10 @@ class Ingestor:
             conn, t.events, unique.with_columns(pl.lit(now_us).alias("received_us"))
         )
         self.store.bulk_insert(conn, t.event_items, items)
+        sold = unique.filter(pl.col("type") == "sale").get_column("event_id")
+        if sold.len():
+            pids = items.filter(pl.col("event_id").is_in(sold.implode())).get_column("product_id")
+            catalog.mark_sold(conn, pids.drop_nulls().unique().to_list(), now_us=now_us)
         result.accepted = unique.height
         return result, unique, items
 
