@@ -91,3 +91,38 @@ def test_an_applier_role_store_applies_exactly_what_a_rebuild_gives(db_url: str)
         rebuilt = api.profile_docs()
         assert len(live) == 7 and set(rebuilt) == set(live)
         assert close(live, rebuilt) == []
+
+
+def test_appends_do_not_wait_for_the_applier_on_postgresql(pg_url: str) -> None:
+    """On PostgreSQL an append takes only the log's lock and the applier's write phase only the
+    profiles' lock: an append goes through while an applier holds its lock, and a second
+    applier waits for it (exactly once)."""
+    import threading
+    import time
+
+    view = {
+        "type": "view",
+        "customer_id": "ann",
+        "product_id": "p1",
+        "timestamp": at(0.5),
+    }
+    with Concierge(pg_url) as cg:
+        holder = cg.store.engine.connect()
+        try:
+            holder.begin()
+            cg.store.lock_profiles(holder)  # an applier in its write phase
+            t0 = time.monotonic()
+            cg.append_events(Concierge.validate_events([{**view, "event_id": "a1"}]))
+            assert time.monotonic() - t0 < 2, "the append waited for the profiles' lock"
+            done: list[int] = []
+            applier = threading.Thread(target=lambda: done.append(cg.apply_pending()))
+            applier.start()
+            applier.join(1.0)
+            assert applier.is_alive() and not done, "the applier did not wait for the lock"
+            holder.rollback()
+            applier.join(10)
+            assert done == [1]
+        finally:
+            holder.close()
+        assert cg.watermark() == (1, 1)
+        assert cg.apply_pending() == 0

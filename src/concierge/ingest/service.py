@@ -183,13 +183,13 @@ class Ingestor:
         """Append to the log only (the profiles follow with :meth:`apply_pending`)."""
         if len(events) <= SMALL:
             with self.store.write() as conn:
-                self.store.lock_writers(conn)
+                self.store.lock_log(conn)
                 return self._append_small(conn, events, now_us=now_us)
         ev, items = event_frames(events)
         ev = frames.conform(ev, frames.EVENTS_SCHEMA)
         items = frames.conform(items, frames.ITEMS_SCHEMA)
         with self.store.write() as conn:
-            self.store.lock_writers(conn)
+            self.store.lock_log(conn)
             result, _, _ = self._append(conn, ev, items, now_us=now_us)
             return result
 
@@ -274,7 +274,7 @@ class Ingestor:
             merged, gone = self._merged(conn, graph, deltas)
         rows = profile_rows(merged, now_us=now_us)
         with self.store.write() as conn:
-            self.store.lock_writers(conn)
+            self.store.lock_profiles(conn)  # not the log's: appends go on (see Store)
             _, now_applied, now_epoch = self._state(conn)
             if now_applied != applied or now_epoch != epoch:
                 return 0  # profiles changed meanwhile (another applier, an erasure, a rebuild)
