@@ -171,6 +171,7 @@ class Store:
         self.role = role
         self.engine = make_engine(self.url, role)
         self.backend = self.engine.dialect.name  # "sqlite" | "postgresql"
+        self.param = "%s" if self.backend == "postgresql" else "?"  # the driver's placeholder
         # SQLite has one writer; writers queue here (see the module docstring)
         self._writer = threading.Lock() if self.backend == "sqlite" else None
         self._lock_path: str | None = None
@@ -292,16 +293,13 @@ class Store:
     # meta rows are read and written several times per applier round: plain SQL on the driver
     # (SQLAlchemy's statement building cost ~10x the query, measured on PostgreSQL)
     def get_meta(self, conn: Connection, key: str) -> str | None:
-        sql = "SELECT value FROM meta WHERE key = " + (
-            "%s" if self.backend == "postgresql" else "?"
-        )
+        sql = f"SELECT value FROM meta WHERE key = {self.param}"
         value: str | None = conn.exec_driver_sql(sql, (key,)).scalar()
         return value
 
     def set_meta(self, conn: Connection, key: str, value: str) -> None:
-        mark = "%s" if self.backend == "postgresql" else "?"
         conn.exec_driver_sql(
-            f"INSERT INTO meta (key, value) VALUES ({mark}, {mark})"
+            f"INSERT INTO meta (key, value) VALUES ({self.param}, {self.param})"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
