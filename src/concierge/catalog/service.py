@@ -473,7 +473,7 @@ def item_facets(conn: Connection, items: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(facets.alias("facets")).drop("pfacets", "pprice", "size")
 
 
-_PG_FACETS = (
+PG_FACETS = (  # the facets of products (twice: their ids as one array)
     "SELECT 'p', product_id, facets, price, NULL::varchar FROM products"
     " WHERE product_id = ANY(%b::varchar[])"
     " UNION ALL SELECT 'v', product_id, variant_id, NULL::float8, size FROM variants"
@@ -497,19 +497,29 @@ def item_facets_rows(conn: Connection, items: Sequence[tuple[Any, ...]]) -> list
     The same catalog and the same rule, read in one query; ``tests/test_item_facets.py``
     checks that both give the same facets.
     """
-    pids = sorted({r[2] for r in items})
-    prod: dict[str, tuple[str, float]] = {}
-    size_of: dict[tuple[str, str], str] = {}
+    pids = item_products(items)
     # one round trip for both tables (it counts on PostgreSQL, measured: bench_http_ingest);
     # on PostgreSQL a fixed text with one binary array, no statement to build per call
     if conn.dialect.name == "postgresql":
-        found = conn.exec_driver_sql(_PG_FACETS, (pids, pids)).all() if pids else []
+        found = conn.exec_driver_sql(PG_FACETS, (pids, pids)).all() if pids else []
     else:  # SQLite: plain SQL, its text cached per count of products (SQLAlchemy's statement
         # building cost more than the query, measured)
         found = []
         for i in range(0, len(pids), 400):
             chunk = pids[i : i + 400]
             found += conn.exec_driver_sql(_sqlite_facets(len(chunk)), (*chunk, *chunk)).all()
+    return facets_of(items, found)
+
+
+def item_products(items: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The products of ITEMS rows, the parameter of :data:`PG_FACETS` (twice)."""
+    return sorted({r[2] for r in items})
+
+
+def facets_of(items: Sequence[tuple[Any, ...]], found: Sequence[Sequence[Any]]) -> list[str]:
+    """The facets of ITEMS rows from what :data:`PG_FACETS` (or its SQLite twin) returned."""
+    prod: dict[str, tuple[str, float]] = {}
+    size_of: dict[tuple[str, str], str] = {}
     for kind, pid, a, price, size in found:
         if kind == "p":
             prod[pid] = (a, price)

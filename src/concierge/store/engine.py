@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -49,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool, QueuePool
 
 
@@ -104,9 +106,9 @@ def make_engine(url: str, role: StoreRole = "default") -> Engine:
             url,
             pool_size=10,
             max_overflow=10,
-            pool_pre_ping=True,
             connect_args={"prepare_threshold": None},
         )
+        _ping_when_idle(engine)
         if role == "applier":
 
             @event.listens_for(engine, "connect")
@@ -118,6 +120,38 @@ def make_engine(url: str, role: StoreRole = "default") -> Engine:
 
         return engine
     return create_engine(url, poolclass=NullPool)
+
+
+IDLE_PING_S = 2.0  # a pooled PostgreSQL connection idle this long is pinged before use
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before handing it out, if it sat idle for ``IDLE_PING_S``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip before every
+    transaction, which under load is a wake-up of the server and then of the caller for nothing
+    (a connection used a moment ago is alive). A server restart or an idle timeout drops
+    connections that sat in the pool; those are the ones pinged. A dead one raises
+    ``DisconnectionError``, on which the pool throws it away and connects afresh (SQLAlchemy's
+    documented custom pessimistic ping). A connection dropped between the ping and its use fails
+    that transaction, as it would with ``pool_pre_ping``.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_S:
+            return  # new, or used a moment ago
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
 def among(conn: Connection, column: Any, values: Sequence[str]) -> Iterator[Any]:
@@ -283,7 +317,11 @@ class Store:
     def lock_log(self, conn: Connection) -> None:
         """Serialise with other appends and with :meth:`lock_writers` (not with the applier)."""
         if self.backend == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._LOG_LOCK})")
+            conn.exec_driver_sql(self.log_lock_sql())
+
+    def log_lock_sql(self) -> str:
+        """:meth:`lock_log`'s statement (PostgreSQL), for a caller that pipelines it."""
+        return f"SELECT pg_advisory_xact_lock({self._LOG_LOCK})"
 
     def lock_profiles(self, conn: Connection) -> None:
         """Serialise with other appliers and with :meth:`lock_writers` (not with appends)."""
