@@ -15,6 +15,7 @@ and on SIGTERM at the end of the round in progress.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -26,6 +27,13 @@ from concierge.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The applier's CPU priority (``nice``). It shares the machine with the API process and the
+# database, whose work answers requests; its own work can wait a few ms (profiles are read
+# through the watermark, so a read waits for it, not the other way round). Under contention
+# the scheduler then gives the request path the CPU first, and the applier takes what is left
+# (at full load it still gets about a tenth against each busy process, and catches up after).
+NICE = 10
+
 
 def run(
     settings_json: str,
@@ -34,9 +42,12 @@ def run(
     idle_s: float = 0.01,
     gather_s: float = 0.02,
     limit: int = 5_000,
+    nice: int = NICE,
 ) -> None:
     """The process's loop: apply what is pending, else sleep ``idle_s`` and look again."""
     from concierge.facade import Concierge
+
+    os.nice(nice)  # background work: requests come first (see NICE)
 
     stop = False
 
@@ -50,6 +61,12 @@ def run(
     cg = Concierge(
         settings=Settings.model_validate_json(settings_json), migrate=False, role="applier"
     )
+    # what is loaded now lives as long as the process: out of the collector's way, so that a
+    # full collection scans only what a round leaves (measured: 100 ms every ~2 s under load
+    # before, 110,000 objects; the API process does the same, see concierge.api.server)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         while not stop and os.getppid() == parent:
             try:

@@ -7,6 +7,15 @@ queue and wait; one consumer takes everything queued (up to ``max_events``), ing
 transaction on a worker thread, and then answers each request with its own part of the result.
 While a commit runs, the next group gathers, so the group grows with the load.
 
+When the last group held more than one request (requests are arriving together), the next one
+first waits ``gather_s`` (2 ms) for more, as PostgreSQL's ``commit_delay`` does when other
+transactions are active. A commit costs nearly the same for 5 events as for 20 (round trips,
+statements, the WAL flush: measured 1.0-1.5 ms of CPU per group in this process and as much in
+PostgreSQL's), so fewer, larger groups leave more CPU to the requests themselves. Measured on
+2 cores at 2,000 single-event requests/s on PostgreSQL: groups of 11-12 events became 12-14,
+CPU idle went from 21 % to 25-34 %, and p99 went down, not up (bench_http_ingest). A request
+that arrives alone never waits.
+
 Durability: a request is answered only after the transaction appending its events to the log
 has committed, so an acknowledged event is in the log; a failed commit fails every request of
 the group (nothing of it is stored) and the next group is tried afresh.
@@ -64,8 +73,10 @@ class GroupCommitter:
         apply_delay: float = 0.05,
         external_applier: bool = False,
         fallback_s: float = 5.0,
+        gather_s: float = 0.002,
     ) -> None:
         self.concierge = concierge
+        self.gather_s = gather_s
         self.max_events = max_events
         self.apply_delay = apply_delay
         self.external_applier = external_applier
@@ -79,6 +90,8 @@ class GroupCommitter:
         self._generation = 0  # groups committed
         self._applied_generation = 0  # groups whose events the profiles count
         self.groups = 0  # commits done (for tests and metrics)
+        self.gathers = 0  # groups that waited gather_s before committing
+        self._last_group = 0  # requests in the group committed last
 
     async def start(self) -> None:
         if self._task is None:
@@ -173,11 +186,16 @@ class GroupCommitter:
         queue = self._queue
         while True:
             group = [await queue.get()]
+            if self.gather_s and self._last_group > 1:
+                # requests are coming together: let this group gather (see gather_s)
+                self.gathers += 1
+                await asyncio.sleep(self.gather_s)
             size = len(group[0].events)
             while size < self.max_events and not queue.empty():
                 req = queue.get_nowait()
                 group.append(req)
                 size += len(req.events)
+            self._last_group = len(group)
             events = [e for req in group for e in req.events]
             try:
                 result = await asyncio.to_thread(self.concierge.append_events, events)
