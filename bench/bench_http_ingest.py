@@ -173,8 +173,18 @@ def _wrk(port: int, lua: str, connections: int, seconds: int | None = None) -> d
     return _parse_wrk(out)
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time by state (/proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal), in ticks."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
 def _open_loop(port: int, run: str) -> dict[str, float]:
-    """``RATE`` single-event requests/s for ``DURATION`` s on a schedule (bench/loadgen.py)."""
+    """``RATE`` single-event requests/s for ``DURATION`` s on a schedule (bench/loadgen.py),
+    with the share of the machine's CPU left idle and taken by the hypervisor (steal) meanwhile:
+    a latency figure means little without them."""
+    before = _cpu_times()
     out = subprocess.run(
         [
             sys.executable,
@@ -197,6 +207,9 @@ def _open_loop(port: int, run: str) -> dict[str, float]:
         cwd=Path(__file__).resolve().parents[1],
     ).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    spent = [b - a for a, b in zip(before, _cpu_times(), strict=True)]
+    result["idle_pct"] = 100 * (spent[3] + spent[4]) / max(sum(spent), 1)
+    result["steal_pct"] = 100 * spent[7] / max(sum(spent), 1)
     return result
 
 
@@ -381,7 +394,10 @@ def run() -> list[Figure]:
                 f"{RATE:,.0f}/s over {paced['seconds']:.1f} s, {paced['achieved_rps']:,.0f} req/s "
                 f"answered 2xx, latency from when each was due: p50 {paced['p50_ms']:.1f}, "
                 f"p90 {paced['p90_ms']:.1f}, p99.9 {paced['p999_ms']:.1f}, "
-                f"max {paced['max_ms']:.1f} ms; errors {paced['errors']:,.0f}",
+                f"max {paced['max_ms']:.1f} ms; errors {paced['errors']:,.0f}; CPU meanwhile "
+                f"{paced['idle_pct']:.0f}% idle, {paced['steal_pct']:.1f}% stolen by the "
+                f"hypervisor (bare uvicorn's run: {ref_rate['idle_pct']:.0f}% idle, "
+                f"{ref_rate['steal_pct']:.1f}% stolen)",
             ),
         ]
         if schema:
