@@ -165,3 +165,46 @@ def test_a_refused_currency_on_postgres_stores_nothing_of_the_batch(pg_url: str)
         assert ids == ["o1"] and items == 1
         # the connection is usable afterwards: the next append goes through
         assert ing.append(cg.validate_events([_view("v9", "bob")]), now_us=3).accepted == 1
+
+
+def test_the_applier_reads_by_key_on_a_store_without_statistics(pg_url: str) -> None:
+    """Every query of an applier round's read phase uses an index on a fresh store (no ANALYZE
+    has run): none scans the log or the profiles whole (see Store.prefer_indexes)."""
+    with Concierge(pg_url) as cg:
+        ing = cg._ingestor
+        for k in range(40):  # 4,000 events, 500 people, applied as they come
+            ing.append(
+                cg.validate_events(
+                    [_view(f"s{k}-{i}", f"u{(k * 100 + i) % 500}") for i in range(100)]
+                ),
+                now_us=1,
+            )
+            cg.apply_pending()
+        with cg.store.read() as conn:
+            analyzed = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+                " AND relname IN ('events', 'event_items')"
+                " AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)"
+            ).scalar()
+        assert analyzed == 0  # the planner has no statistics to go by
+        ing.append(cg.validate_events([_view(f"t-{i}", f"u{i}") for i in range(50)]), now_us=2)
+        seen: list[tuple[str, object]] = []
+
+        def record(_conn: object, _cur: object, statement: str, params: object, *_: object) -> None:
+            if statement.lstrip().upper().startswith("SELECT"):
+                seen.append((statement, params))
+
+        sa.event.listen(cg.store.engine, "before_cursor_execute", record)
+        try:
+            assert cg.apply_pending() == 50
+        finally:
+            sa.event.remove(cg.store.engine, "before_cursor_execute", record)
+        assert len(seen) >= 4
+        with cg.store.read() as conn:
+            cg.store.prefer_indexes(conn)
+            for statement, params in seen:
+                plan = "\n".join(
+                    conn.exec_driver_sql("EXPLAIN " + statement, params).scalars()  # type: ignore[arg-type]
+                )
+                for table in ("events", "event_items", "profiles", "identities"):
+                    assert f"Seq Scan on {table}" not in plan, (statement, plan)

@@ -312,6 +312,7 @@ class Ingestor:
         round is dropped: 0) and merges the result.
         """
         with self.store.read() as conn:
+            self.store.prefer_indexes(conn)  # key lookups only (see Store.prefer_indexes)
             pending = self._pending_batch(conn, limit)
             if pending is None:
                 return 0
@@ -397,7 +398,12 @@ class Ingestor:
         applied = self._applied(conn, top)
         if applied >= top:
             return None
-        ev, items = eventlog.read(conn, t.events.c.seq > applied, limit=limit)
+        # bounded on both sides, which the planner reads as a small range even without
+        # statistics (a one-sided ``seq > applied`` was a parallel scan of the whole log then:
+        # measured 17 ms instead of 0.14 ms at 90,000 events; see Store.prefer_indexes)
+        ev, items = eventlog.read(
+            conn, t.events.c.seq > applied, t.events.c.seq <= top, limit=limit
+        )
         if ev.height == 0:
             return None
         last = int(ev.get_column("seq").max())  # type: ignore[arg-type]

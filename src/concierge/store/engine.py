@@ -328,6 +328,19 @@ class Store:
         if self.backend == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({self._PROFILES_LOCK})")
 
+    def prefer_indexes(self, conn: Connection) -> None:
+        """PostgreSQL: plan the rest of this transaction with an index wherever one applies.
+
+        For transactions that read only a bounded set of rows by key (the applier's reads: a
+        range of the log, its items, identities and profiles by id). Without statistics (a new
+        or fast-growing store, before autovacuum's first ANALYZE, up to a minute) the planner
+        guessed such lookups to match a large share of a table and scanned all of it, in
+        parallel workers: measured 6-30 ms per round instead of 0.1-0.3 ms at 100,000 events,
+        growing with the log. A no-op on SQLite, whose planner uses the keys anyway.
+        """
+        if self.backend == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+
     # meta rows are read and written several times per applier round: plain SQL on the driver
     # (SQLAlchemy's statement building cost ~10x the query, measured on PostgreSQL)
     def get_meta(self, conn: Connection, key: str) -> str | None:

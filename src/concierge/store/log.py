@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from concierge.ingest import frames
 from concierge.store import tables as t
@@ -13,6 +14,13 @@ from concierge.store import tables as t
 # full schemas, so an empty or all-null column still has its type
 EVENT_COLUMNS: dict[str, pl.DataType] = {"seq": pl.Int64(), **frames.EVENTS_SCHEMA}
 ITEM_COLUMNS: dict[str, pl.DataType] = {**frames.ITEMS_SCHEMA, "facets": pl.String()}
+
+
+ANY_IDS = 50_000  # PostgreSQL: up to this many events, their items are looked up by id
+
+
+def _ids_param(ids: list[str]) -> Any:
+    return bindparam("ids", value=ids, type_=ARRAY(String))
 
 
 def read(
@@ -45,10 +53,18 @@ def read(
     if where or limit is not None:
         if ev.height == 0:
             return ev, pl.DataFrame(schema=ITEM_COLUMNS)
-        lo, hi = ev.get_column("seq").min(), ev.get_column("seq").max()
-        owners = select(t.events.c.event_id).where(
-            t.events.c.seq >= lo, t.events.c.seq <= hi, *where
-        )
-        items_q = items_q.where(t.event_items.c.event_id.in_(owners))
+        if conn.dialect.name == "postgresql" and ev.height <= ANY_IDS:
+            # the ids themselves, one array: an index lookup each whatever the statistics. The
+            # subquery below was planned as a hash join over all of event_items when the table
+            # had no statistics yet (a new or fast-growing store before autovacuum's ANALYZE):
+            # measured 27-30 ms instead of 2-3 ms for 150 events among 90,000
+            ids = ev.get_column("event_id").to_list()
+            items_q = items_q.where(t.event_items.c.event_id == any_(_ids_param(ids)))
+        else:
+            lo, hi = ev.get_column("seq").min(), ev.get_column("seq").max()
+            owners = select(t.events.c.event_id).where(
+                t.events.c.seq >= lo, t.events.c.seq <= hi, *where
+            )
+            items_q = items_q.where(t.event_items.c.event_id.in_(owners))
     items = pl.read_database(items_q, conn, schema_overrides=ITEM_COLUMNS)
     return ev, items
