@@ -7,14 +7,17 @@ sale take the same path and behave as on SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from concierge import Concierge
 from concierge.errors import InputError
+from concierge.ingest.small import AsyncPgAppender
 from concierge.store import engine as store_engine
 from concierge.store.engine import Store
 from helpers import at
@@ -208,3 +211,101 @@ def test_the_applier_reads_by_key_on_a_store_without_statistics(pg_url: str) -> 
                 )
                 for table in ("events", "event_items", "profiles", "identities"):
                     assert f"Seq Scan on {table}" not in plan, (statement, plan)
+
+
+# -- the asyncio path (ingest/small.py: AsyncPgAppender) ---------------------------------------
+
+
+def _appender(cg: Concierge) -> AsyncPgAppender:
+    return AsyncPgAppender(cg.store.conninfo(), cg.store.log_lock_sql(), cg._now_us)
+
+
+def _purchase(eid: str, currency: str) -> dict[str, object]:
+    return {
+        "type": "purchase",
+        "event_id": eid,
+        "customer_id": "ann",
+        "timestamp": at(1),
+        "order_id": eid,
+        "currency": currency,
+        "total": 10.0,
+        "lines": [{"product_id": "p1", "quantity": 1, "unit_price": 10.0}],
+    }
+
+
+def test_asyncio_appends_store_like_the_thread_path(pg_url: str) -> None:
+    with Concierge(pg_url) as cg:
+
+        async def go() -> list[object]:
+            app = _appender(cg)
+            try:
+                out: list[object] = []
+                batch = [_view("a1", "ann"), _view("a2", "bob"), _view("a1", "ann")]
+                out.append(await app.append(cg.validate_events(batch)))
+                out.append(await app.append(cg.validate_events([_view("a1", "ann")])))
+                out.append(await app.append(cg.validate_events([_purchase("o1", "EUR")])))
+                with pytest.raises(InputError) as err:  # another currency: nothing stored
+                    await app.append(
+                        cg.validate_events([_view("a3", "cy"), _purchase("o2", "USD")])
+                    )
+                assert err.value.errors[0].field == "currency"
+                out.append(await app.append(cg.validate_events([_view("a3", "cy")])))  # usable
+                sale = {
+                    **_view("s1", "ann"),
+                    "type": "sale",
+                    "listing_id": "l1",
+                    "price": 5.0,
+                    "currency": "EUR",
+                }
+                out.append(await app.append(cg.validate_events([sale])))  # left to the thread
+                return out
+            finally:
+                await app.close()
+
+        r = asyncio.run(go())
+        assert [(x.accepted, x.duplicates) if x else None for x in r] == [  # type: ignore[attr-defined]
+            (2, ["a1"]),
+            (0, ["a1"]),
+            (1, []),
+            (1, []),
+            None,
+        ]
+        with cg.store.read() as conn:
+            ids = conn.exec_driver_sql("SELECT event_id FROM events ORDER BY seq").scalars().all()
+            items = conn.exec_driver_sql("SELECT event_id FROM event_items ORDER BY event_id")
+            item_ids = items.scalars().all()
+            currency = cg.store.get_meta(conn, "currency")
+            one_txn = conn.exec_driver_sql(
+                "SELECT count(DISTINCT xmin::text) FROM events WHERE event_id IN ('a1', 'a2')"
+            ).scalar()
+        assert ids == ["a1", "a2", "o1", "a3"]
+        assert item_ids == ["a1", "a2", "a3", "o1"]
+        assert currency == "EUR"  # recorded by the first priced append
+        assert one_txn == 1
+
+
+def test_asyncio_appender_reconnects_after_the_server_drops_it(pg_url: str) -> None:
+    with Concierge(pg_url) as cg:
+
+        async def go() -> tuple[int, int]:
+            app = _appender(cg)
+            try:
+                await app.append(cg.validate_events([_view("b1", "ann")]))
+                pid = (await (await app._conn.execute("SELECT pg_backend_pid()")).fetchone())[0]
+                await app._conn.rollback()
+                _terminate(pg_url, pid)
+                with pytest.raises(
+                    psycopg.OperationalError
+                ):  # this group fails: nothing of it is stored
+                    await app.append(cg.validate_events([_view("b2", "ann")]))
+                out = await app.append(cg.validate_events([_view("b3", "ann")]))  # connects afresh
+                assert out is not None
+                return pid, out.accepted
+            finally:
+                await app.close()
+
+        _, accepted = asyncio.run(go())
+        assert accepted == 1
+        with cg.store.read() as conn:
+            ids = conn.exec_driver_sql("SELECT event_id FROM events ORDER BY seq").scalars().all()
+        assert ids == ["b1", "b3"]

@@ -30,7 +30,8 @@ from concierge.catalog import service as catalog
 from concierge.clock import Clock, SystemClock, from_us, to_us
 from concierge.errors import FieldError, FieldProblem, InputError, NotFoundError
 from concierge.ingest import identity
-from concierge.ingest.service import Ingestor, IngestResult, bump_epoch, write_profiles
+from concierge.ingest.service import Ingestor, bump_epoch, write_profiles
+from concierge.ingest.small import IngestResult
 from concierge.models.per_person import PerPerson
 from concierge.models.registry import Registry
 from concierge.models.training import ProgressFn, TrainReport

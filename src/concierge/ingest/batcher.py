@@ -26,6 +26,10 @@ watermark). Under load the applier runs back to back and each round takes everyt
 meanwhile, so it batches by itself. :meth:`GroupCommitter.settled` waits until everything
 acknowledged so far is applied: the API calls it before reading a profile (read-your-writes).
 
+On PostgreSQL a group of up to ``SMALL`` events is appended from the event loop itself
+(:class:`concierge.ingest.small.AsyncPgAppender`, psycopg's asyncio connection); larger groups,
+groups with a sale, and SQLite go to a worker thread.
+
 With ``external_applier`` the applier is another process (:mod:`concierge.ingest.applier`,
 started by ``concierge serve``): this process only appends, and ``settled`` waits for the
 watermark in the store to pass the log's end as it was when called. Should that process stall,
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from concierge.errors import InputError
+from concierge.ingest.small import AsyncPgAppender
 from concierge.schema.events import Event
 
 if TYPE_CHECKING:
@@ -74,9 +79,12 @@ class GroupCommitter:
         external_applier: bool = False,
         fallback_s: float = 5.0,
         gather_s: float = 0.002,
+        asyncio_pg: bool = True,
     ) -> None:
         self.concierge = concierge
         self.gather_s = gather_s
+        self.asyncio_pg = asyncio_pg  # PostgreSQL: small groups on the event loop (see .small)
+        self._pg: AsyncPgAppender | None = None
         self.max_events = max_events
         self.apply_delay = apply_delay
         self.external_applier = external_applier
@@ -95,6 +103,11 @@ class GroupCommitter:
 
     async def start(self) -> None:
         if self._task is None:
+            store = self.concierge.store
+            if store.backend == "postgresql" and self.asyncio_pg:
+                self._pg = AsyncPgAppender(
+                    store.conninfo(), store.log_lock_sql(), self.concierge._now_us
+                )
             self._queue = asyncio.Queue()
             self._dirty = asyncio.Event()
             self._applied = asyncio.Condition()
@@ -111,6 +124,9 @@ class GroupCommitter:
                 except asyncio.CancelledError:
                     pass
         self._task = self._applier = None
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
         # what was acknowledged is in the log; count it before closing (a crash instead is
         # caught up when the store is next opened)
         await asyncio.to_thread(self.concierge.apply_pending)
@@ -198,7 +214,9 @@ class GroupCommitter:
             self._last_group = len(group)
             events = [e for req in group for e in req.events]
             try:
-                result = await asyncio.to_thread(self.concierge.append_events, events)
+                result = await self._pg.append(events) if self._pg is not None else None
+                if result is None:  # SQLite, or a group the asyncio path leaves to a thread
+                    result = await asyncio.to_thread(self.concierge.append_events, events)
             except InputError:
                 # one request's events were refused by the store (a currency, say): retry the
                 # requests one by one, so only that request fails

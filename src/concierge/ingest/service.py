@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -31,9 +29,17 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, delete, func, select
 
 from concierge.catalog import service as catalog
-from concierge.clock import to_us
 from concierge.errors import FieldError, InputError
 from concierge.ingest import frames, identity
+from concierge.ingest.small import (
+    PRICED,
+    SMALL,
+    SQLITE_ITEMS,
+    IngestResult,
+    SmallAppend,
+    event_rows,
+    sqlite_events,
+)
 from concierge.profiles import doc as pdoc
 from concierge.schema.events import ANON_PREFIX, Event
 from concierge.store import log as eventlog
@@ -43,58 +49,8 @@ from concierge.store.engine import Store, among
 log = logging.getLogger(__name__)
 
 CHUNK = 500
-SMALL = 256  # batches up to this size are appended without Polars
 EPOCH = "profiles_epoch"  # meta key: bumped by every change to profiles outside the applier
 APPLIED = "applied_seq"  # meta key: the last log sequence counted in identities and profiles
-
-# Single events on PostgreSQL: the rows go as one array per column through unnest, so the
-# statement text is the same for any number of rows, and the arrays go in binary. SQLAlchemy's
-# multi-row VALUES renders a new text per row count, which psycopg converts afresh each time, and
-# text arrays escape every element with a regex (measured: 6.3 ms per group of 24 events with
-# VALUES, 4.1 ms with unnest in text, see below with binary). unnest yields the rows in array
-# order, so the log sequence keeps the order of arrival.
-_PG_EVENTS = (
-    "INSERT INTO events (received_us, event_id, type, customer_id, anonymous_id, ts_us, payload)"
-    " SELECT %s, * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[],"
-    " %b::bigint[], %b::text[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-)
-
-_PG_ITEMS = (
-    "INSERT INTO event_items (event_id, line, product_id, variant_id, quantity, unit_price,"
-    " facets) SELECT * FROM unnest(%b::varchar[], %b::integer[], %b::varchar[], %b::varchar[],"
-    " %b::integer[], %b::float8[], %b::text[])"
-)
-_PG_CURRENCY = "SELECT value FROM meta WHERE key = 'currency'"
-# Single events on SQLite: plain SQL on the driver. SQLAlchemy's insert with RETURNING built,
-# cached and bound a statement per group, which cost as much CPU as the writes (measured:
-# 1.7 ms against 0.7 ms on PostgreSQL per group of 24 events before this).
-_SQLITE_ITEMS = (
-    "INSERT INTO event_items (event_id, line, product_id, variant_id, quantity, unit_price,"
-    " facets) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-PRICED = ("purchase", "return", "cancellation", "list_item", "sale")
-
-
-@functools.lru_cache(maxsize=SMALL + 1)
-def _sqlite_events(n: int) -> str:
-    """Append ``n`` events and return the ids stored (those not stored before), in one
-    statement; multi-row VALUES keeps the order of arrival in the log sequence."""
-    row = "(?, ?, ?, ?, ?, ?, ?)"
-    return (
-        "INSERT INTO events (received_us, event_id, type, customer_id, anonymous_id, ts_us,"
-        f" payload) VALUES {', '.join([row] * n)}"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    )
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    duplicates: list[str] = field(default_factory=list)
-    people: int = 0  # profiles touched
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "people": self.people}
 
 
 def event_frames(events: Sequence[Event]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -103,39 +59,6 @@ def event_frames(events: Sequence[Event]) -> tuple[pl.DataFrame, pl.DataFrame]:
     ev = pl.DataFrame(ev_rows, schema=frames.EVENTS_SCHEMA, orient="row")
     it = pl.DataFrame(it_rows, schema=frames.ITEMS_SCHEMA, orient="row")
     return ev, it
-
-
-def event_rows(
-    events: Sequence[Event],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Validated events as rows of the EVENTS and ITEMS shapes."""
-    ev_rows: list[tuple[Any, ...]] = []
-    it_rows: list[tuple[Any, ...]] = []
-    for e in events:
-        ts = to_us(e.timestamp)
-        ev_rows.append((e.event_id, e.type, e.customer_id, e.anonymous_id, ts, e.model_dump_json()))
-        typ = e.type
-        if typ == "view":
-            it_rows.append((e.event_id, 0, e.product_id, e.variant_id, 1, None))  # type: ignore[union-attr]
-        elif typ in ("add_to_cart", "remove_from_cart"):
-            it_rows.append(
-                (e.event_id, 0, e.product_id, e.variant_id, e.quantity, e.unit_price)  # type: ignore[union-attr]
-            )
-        elif typ in ("purchase", "return", "cancellation"):
-            for i, line in enumerate(e.lines):  # type: ignore[union-attr]
-                it_rows.append(
-                    (
-                        e.event_id,
-                        i,
-                        line.product_id,
-                        line.variant_id,
-                        line.quantity,
-                        line.unit_price,
-                    )
-                )
-        elif typ in ("list_item", "sale") and e.product_id is not None:  # type: ignore[union-attr]
-            it_rows.append((e.event_id, 0, e.product_id, None, 1, e.price))  # type: ignore[union-attr]
-    return ev_rows, it_rows
 
 
 AppliedHook = Callable[[Connection, pl.DataFrame, pl.DataFrame, int], None]
@@ -196,112 +119,54 @@ class Ingestor:
     def _append_small(
         self, conn: Connection, events: Sequence[Event], *, now_us: int
     ) -> IngestResult:
-        """:meth:`_append` for a few events, in plain Python: on small batches (the API's
-        single events) a dozen Polars queries cost more than the work (measured)."""
-        result = IngestResult()
-        seen: set[str] = set()
-        first: list[Event] = []
-        for e in events:
-            if e.event_id in seen:
-                result.duplicates.append(e.event_id)
-            else:
-                seen.add(e.event_id)
-                first.append(e)
-        # one statement stores what is new and says which ids those were: the rest were stored
-        # before (a refused currency below rolls all of it back)
-        ev_rows, it_rows = event_rows(first)
-        priced = any(e.type in PRICED for e in first)
-        found: list[Any] | None = None  # the catalog rows of the items' facets (PostgreSQL)
-        store_cur: str | None = None
+        """:meth:`_append` for a few events, in plain Python (see :mod:`.small`)."""
+        plan = SmallAppend(events, now_us)
         if self.store.backend == "postgresql":
-            stored, found, store_cur = self._pg_append_trip(conn, ev_rows, it_rows, now_us, priced)
-        else:  # one multi-row VALUES, its text cached per row count (see _sqlite_events)
-            self.store.lock_log(conn)
-            params = [v for r in ev_rows for v in (now_us, *r)]
-            stored = set(
-                conn.exec_driver_sql(_sqlite_events(len(ev_rows)), tuple(params)).scalars()
-            )
-            if priced:
-                store_cur = self.store.get_meta(conn, "currency")
-        if len(stored) < len(first):
-            result.duplicates += [e.event_id for e in first if e.event_id not in stored]
-            first = [e for e in first if e.event_id in stored]
-            it_rows = [r for r in it_rows if r[0] in stored]
-        if not first:
-            return result
-        currencies = [e.currency for e in first if e.type in PRICED]  # type: ignore[union-attr]
-        if currencies:
-            if store_cur is None:
-                counts = Counter(currencies)
-                store_cur = min(c for c in counts if counts[c] == max(counts.values()))
-                self.store.set_meta(conn, "currency", store_cur)
-            bad = sorted({c for c in currencies if c != store_cur})
-            if bad:
-                raise InputError(
-                    [
-                        FieldError("currency", f"this store sells in {store_cur}, not {c}", None)
-                        for c in bad[:5]
-                    ]
-                )
-        if found is not None:
-            facets = catalog.facets_of(it_rows, found)
-        else:
-            facets = catalog.item_facets_rows(conn, it_rows)
-        sold = [e.product_id for e in first if e.type == "sale" and e.product_id]
-        if sold:
-            catalog.mark_sold(conn, sorted(set(sold)), now_us=now_us)
-        if self.store.backend == "postgresql":
-            self._pg_commit_trip(conn, it_rows, facets)
-        elif it_rows:
+            return self._append_small_pg(conn, plan)
+        # SQLite: one multi-row VALUES stores what is new and says which ids those were (the
+        # rest were stored before); its text is cached per row count
+        self.store.lock_log(conn)
+        params = [v for r in plan.ev_rows for v in (now_us, *r)]
+        ids = set(conn.exec_driver_sql(sqlite_events(len(plan.ev_rows)), tuple(params)).scalars())
+        store_cur = self.store.get_meta(conn, "currency") if plan.priced else None
+        new_currency = plan.stored(ids, store_cur)  # a refused currency rolls all of it back
+        if not plan.first:
+            return plan.done()
+        if new_currency is not None:
+            self.store.set_meta(conn, "currency", new_currency)
+        facets = catalog.item_facets_rows(conn, plan.it_rows)
+        if plan.it_rows:
             conn.exec_driver_sql(
-                _SQLITE_ITEMS, [(*r, f) for r, f in zip(it_rows, facets, strict=True)]
+                SQLITE_ITEMS, [(*r, f) for r, f in zip(plan.it_rows, facets, strict=True)]
             )
-        result.accepted = len(first)
-        return result
+        if plan.has_sale:
+            catalog.mark_sold(conn, plan.sold(), now_us=now_us)
+        return plan.done()
 
-    def _pg_append_trip(
-        self,
-        conn: Connection,
-        ev_rows: list[tuple[Any, ...]],
-        it_rows: list[tuple[Any, ...]],
-        now_us: int,
-        priced: bool,
-    ) -> tuple[set[str], list[Any], str | None]:
-        """Take the log's lock, append the events, read their items' facets (and the store's
-        currency when needed) in one round trip: psycopg's pipeline mode sends the statements
-        together and the server runs them in order. (The ids stored, the catalog rows for
-        :func:`catalog.facets_of`, the currency.) One statement after another cost a round trip
-        each, the transaction's BEGIN included; on a busy machine each one is a wake-up of the
-        server process and then of this one, which was most of a group commit's time
-        (measured: bench_http_ingest, p50 of single events)."""
+    def _append_small_pg(self, conn: Connection, plan: SmallAppend) -> IngestResult:
+        """The two round trips of :mod:`.small` on SQLAlchemy's connection (pipeline mode).
+
+        The second trip commits the transaction of ``conn`` on the driver, so it is the last
+        thing the transaction does: SQLAlchemy's commit at the end of :meth:`Store.write` then
+        finds no transaction open and sends nothing (psycopg's commit is a no-op then). A
+        failure raises here and the caller's block rolls back as usual."""
         raw: Any = conn.connection.dbapi_connection  # a psycopg connection
-        pids = catalog.item_products(it_rows)
-        cols = list(zip(*ev_rows, strict=True))
         with raw.pipeline():
-            raw.execute(self.store.log_lock_sql())
-            ins = raw.execute(_PG_EVENTS, (now_us, *map(list, cols)))
-            fac = raw.execute(catalog.PG_FACETS, (pids, pids)) if pids else None
-            cur = raw.execute(_PG_CURRENCY) if priced else None
-        stored = {r[0] for r in ins.fetchall()}
-        found = fac.fetchall() if fac is not None else []
-        row = cur.fetchone() if cur is not None else None
-        return stored, found, row[0] if row else None
-
-    def _pg_commit_trip(
-        self, conn: Connection, it_rows: list[tuple[Any, ...]], facets: list[str]
-    ) -> None:
-        """Append the items and commit, in one round trip (pipeline mode, as above).
-
-        This commits the transaction of ``conn`` on the driver: it must be the last thing the
-        transaction does. SQLAlchemy's commit at the end of :meth:`Store.write` then finds no
-        transaction open on the connection and sends nothing (psycopg's commit is a no-op
-        then). A failed commit raises here, and the caller's block rolls back as usual."""
-        raw: Any = conn.connection.dbapi_connection
+            curs = [raw.execute(q, p) for q, p in plan.pg_first_trip(self.store.log_lock_sql())]
+        ids = {r[0] for r in curs[1].fetchall()}
+        found = curs[2].fetchall()
+        row = curs[3].fetchone() if plan.priced else None
+        new_currency = plan.stored(ids, row[0] if row else None)
+        if not plan.first:
+            return plan.done()
+        facets = catalog.facets_of(plan.it_rows, found)
+        if plan.has_sale:
+            catalog.mark_sold(conn, plan.sold(), now_us=plan.now_us)
         with raw.pipeline():
-            if it_rows:
-                cols = list(zip(*it_rows, strict=True))
-                raw.execute(_PG_ITEMS, (*map(list, cols), facets))
+            for q, p in plan.pg_last_trip(facets, new_currency):
+                raw.execute(q, p)
             raw.commit()
+        return plan.done()
 
     def apply_pending(self, *, now_us: int, limit: int = 50_000) -> int:
         """Apply logged events past the watermark to identities and profiles; how many.

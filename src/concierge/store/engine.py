@@ -319,6 +319,12 @@ class Store:
         if self.backend == "postgresql":
             conn.exec_driver_sql(self.log_lock_sql())
 
+    def conninfo(self) -> str:
+        """PostgreSQL: the store's URL as libpq takes it, for a driver connection of its own
+        (outside the pool: the API's asyncio appends, see concierge.ingest.small)."""
+        url = make_url(self.url).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
     def log_lock_sql(self) -> str:
         """:meth:`lock_log`'s statement (PostgreSQL), for a caller that pipelines it."""
         return f"SELECT pg_advisory_xact_lock({self._LOG_LOCK})"
