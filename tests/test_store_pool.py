@@ -20,7 +20,7 @@ from concierge.errors import InputError
 from concierge.ingest.small import AsyncPgAppender
 from concierge.store import engine as store_engine
 from concierge.store.engine import Store
-from helpers import at
+from helpers import at, purchase
 
 
 @pytest.fixture
@@ -79,6 +79,10 @@ def _view(eid: str, who: str, product: str = "p1") -> dict[str, object]:
         "product_id": product,
         "timestamp": at(1),
     }
+
+
+def _purchase(eid: str, currency: str) -> dict[str, object]:
+    return {**purchase(eid, "ann", 1, [("p1", 1, 10.0)]), "currency": currency}
 
 
 def test_small_appends_on_postgres_store_events_items_and_facets(pg_url: str) -> None:
@@ -144,23 +148,11 @@ def test_a_small_append_on_postgres_is_one_transaction(pg_url: str) -> None:
 
 
 def test_a_refused_currency_on_postgres_stores_nothing_of_the_batch(pg_url: str) -> None:
-    def purchase(eid: str, currency: str) -> dict[str, object]:
-        return {
-            "type": "purchase",
-            "event_id": eid,
-            "customer_id": "ann",
-            "timestamp": at(1),
-            "order_id": eid,
-            "currency": currency,
-            "total": 10.0,
-            "lines": [{"product_id": "p1", "quantity": 1, "unit_price": 10.0}],
-        }
-
     with Concierge(pg_url) as cg:
         ing = cg._ingestor
-        ing.append(cg.validate_events([purchase("o1", "EUR")]), now_us=1)
+        ing.append(cg.validate_events([_purchase("o1", "EUR")]), now_us=1)
         with pytest.raises(InputError) as err:
-            ing.append(cg.validate_events([_view("v9", "bob"), purchase("o2", "USD")]), now_us=2)
+            ing.append(cg.validate_events([_view("v9", "bob"), _purchase("o2", "USD")]), now_us=2)
         assert err.value.errors[0].field == "currency"
         with cg.store.read() as conn:
             ids = conn.exec_driver_sql("SELECT event_id FROM events ORDER BY seq").scalars().all()
@@ -218,19 +210,6 @@ def test_the_applier_reads_by_key_on_a_store_without_statistics(pg_url: str) -> 
 
 def _appender(cg: Concierge) -> AsyncPgAppender:
     return AsyncPgAppender(cg.store.conninfo(), cg.store.log_lock_sql(), cg._now_us)
-
-
-def _purchase(eid: str, currency: str) -> dict[str, object]:
-    return {
-        "type": "purchase",
-        "event_id": eid,
-        "customer_id": "ann",
-        "timestamp": at(1),
-        "order_id": eid,
-        "currency": currency,
-        "total": 10.0,
-        "lines": [{"product_id": "p1", "quantity": 1, "unit_price": 10.0}],
-    }
 
 
 def test_asyncio_appends_store_like_the_thread_path(pg_url: str) -> None:

@@ -153,17 +153,13 @@ class Ingestor:
         raw: Any = conn.connection.dbapi_connection  # a psycopg connection
         with raw.pipeline():
             curs = [raw.execute(q, p) for q, p in plan.pg_first_trip(self.store.log_lock_sql())]
-        ids = {r[0] for r in curs[1].fetchall()}
-        found = curs[2].fetchall()
-        row = curs[3].fetchone() if plan.priced else None
-        new_currency = plan.stored(ids, row[0] if row else None)
+        new_currency = plan.first_trip_done([c.fetchall() for c in curs])
         if not plan.first:
             return plan.done()
-        facets = catalog.facets_of(plan.it_rows, found)
         if plan.has_sale:
             catalog.mark_sold(conn, plan.sold(), now_us=plan.now_us)
         with raw.pipeline():
-            for q, p in plan.pg_last_trip(facets, new_currency):
+            for q, p in plan.pg_last_trip(plan.facets(), new_currency):
                 raw.execute(q, p)
             raw.commit()
         return plan.done()

@@ -141,6 +141,7 @@ class SmallAppend:
         self.ev_rows, self.it_rows = event_rows(self.first)
         self.priced = any(e.type in PRICED for e in self.first)
         self.has_sale = any(e.type == "sale" for e in self.first)
+        self.found: Sequence[Sequence[Any]] = []  # catalog rows of the facets (PostgreSQL)
 
     def pg_first_trip(self, lock_sql: str) -> list[tuple[str, tuple[Any, ...]]]:
         """The first round trip on PostgreSQL: lock, events, facets[, currency]."""
@@ -154,6 +155,17 @@ class SmallAppend:
         if self.priced:
             trip.append((PG_CURRENCY, ()))
         return trip
+
+    def first_trip_done(self, results: Sequence[Sequence[Sequence[Any]]]) -> str | None:
+        """Take the rows of :meth:`pg_first_trip`'s statements, in order: see :meth:`stored`
+        (what it returns); the facets' catalog rows are kept for :meth:`facets`."""
+        self.found = results[2]
+        currency = results[3] if self.priced else None
+        return self.stored({r[0] for r in results[1]}, currency[0][0] if currency else None)
+
+    def facets(self) -> list[str]:
+        """The facets of the items still to store, from the rows of the first trip."""
+        return catalog.facets_of(self.it_rows, self.found)
 
     def stored(self, ids: set[str], store_currency: str | None) -> str | None:
         """Keep what the log took (``ids``; the rest was stored before) and check the
@@ -218,9 +230,9 @@ class AsyncPgAppender:
     async def append(self, events: Sequence[Event]) -> IngestResult | None:
         if len(events) > SMALL or any(e.type == "sale" for e in events):
             return None
-        import psycopg
-
         if self._conn is None or self._conn.closed:
+            import psycopg  # PostgreSQL stores only
+
             self._conn = await psycopg.AsyncConnection.connect(
                 self.conninfo, prepare_threshold=None
             )
@@ -229,16 +241,12 @@ class AsyncPgAppender:
         try:
             async with conn.pipeline():
                 curs = [await conn.execute(q, p) for q, p in plan.pg_first_trip(self.lock_sql)]
-            ids = {r[0] for r in await curs[1].fetchall()}
-            found = await curs[2].fetchall()
-            row = await curs[3].fetchone() if plan.priced else None
-            new_currency = plan.stored(ids, row[0] if row else None)
+            new_currency = plan.first_trip_done([await c.fetchall() for c in curs])
             if not plan.first:
                 await conn.rollback()  # all stored before: nothing was written
                 return plan.done()
-            facets = catalog.facets_of(plan.it_rows, found)
             async with conn.pipeline():
-                for q, p in plan.pg_last_trip(facets, new_currency):
+                for q, p in plan.pg_last_trip(plan.facets(), new_currency):
                     await conn.execute(q, p)
                 await conn.commit()
         except BaseException:
